@@ -1,0 +1,1 @@
+"""Evaluation: pure metrics (``metrics``), the four protocols, and reports (``report``: JSON, markdown, plots)."""
