@@ -135,6 +135,7 @@ class DataCfg:
     grayscale: float = 0.2                    # probability
     num_workers: int = 2
     max_bad_fraction: float = 0.05            # stop with a report when more of the videos are bad
+    min_frames: int = 1                       # fewer decodable frames = bad video; shorter clips repeat frames
     views: ViewsCfg = field(default_factory=ViewsCfg)
 
     def __post_init__(self):
@@ -146,6 +147,7 @@ class DataCfg:
         _check(0.0 <= self.max_bad_fraction <= 1.0,
                f"data.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
         _check(self.input_size > 0, f"data.input_size must be > 0, got {self.input_size}")
+        _check(self.min_frames >= 1, f"data.min_frames must be >= 1, got {self.min_frames}")
 
 
 @dataclass(frozen=True)

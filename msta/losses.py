@@ -10,8 +10,8 @@ L = L_CE + alpha * L_CC (DESIGN §2):
 
 Every function normalises its embeddings itself (cheap, and it makes the functions safe to call on raw encoder
 outputs). ``logit_scale`` is always the multiplier itself, i.e. already exponentiated (CLIP: 100), a Python number
-or a 0-dim tensor; a tensor that requires grad receives a gradient. Nothing here holds state, calls a model or
-talks to other processes.
+or a one-element tensor (0-dim, or (1,) as DeepSpeed needs it); a tensor that requires grad receives a gradient.
+Nothing here holds state, calls a model or talks to other processes.
 """
 from __future__ import annotations
 
@@ -69,6 +69,11 @@ def _check_scale(logit_scale: Scale) -> None:
         raise ValueError(f"logit_scale must be > 0 (the exponentiated CLIP scale, e.g. 100), got {logit_scale}")
 
 
+def _at_least_fp32(x: Tensor) -> Tensor:
+    # Reductions in fp32 or better: bf16 loses the small differences that a logit scale of 100 amplifies.
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def classification_logits(video_emb: Tensor, class_emb: Tensor, logit_scale: Scale) -> Tensor:
     """Scaled cosine similarities between clips and class embeddings.
 
@@ -107,8 +112,7 @@ def classification_loss(video_emb: Tensor, class_emb: Tensor, labels: Tensor, lo
     if labels.shape != (logits.shape[0],):
         raise ValueError(f"labels must have shape ({logits.shape[0]},) to match video_emb, "
                          f"got {tuple(labels.shape)}")
-    # Cross entropy in fp32: bf16 logits lose the small differences that a scale of 100 amplifies.
-    return F.cross_entropy(logits.float(), labels.long())
+    return F.cross_entropy(_at_least_fp32(logits), labels.long())
 
 
 def infonce_loss(video_emb: Tensor, text_emb: Tensor, logit_scale: Scale) -> Tensor:
@@ -125,7 +129,7 @@ def infonce_loss(video_emb: Tensor, text_emb: Tensor, logit_scale: Scale) -> Ten
     if video_emb.shape != text_emb.shape:
         raise ValueError(f"infonce_loss needs paired (B, E) inputs, got video_emb {tuple(video_emb.shape)} and "
                          f"text_emb {tuple(text_emb.shape)}")
-    logits = classification_logits(video_emb, text_emb, logit_scale).float()
+    logits = _at_least_fp32(classification_logits(video_emb, text_emb, logit_scale))
     target = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
@@ -171,9 +175,9 @@ def consistency_loss(class_emb: Tensor, spatial_target: Tensor, temporal_target:
         if target.shape != class_emb.shape:
             raise ValueError(f"{name} must match class_emb's shape {tuple(class_emb.shape)}, "
                              f"got {tuple(target.shape)}; pass one target per class in the same order")
-    w = F.normalize(class_emb.float(), dim=-1)
-    cos_s = (w * F.normalize(spatial_target.float(), dim=-1)).sum(-1)
-    cos_t = (w * F.normalize(temporal_target.float(), dim=-1)).sum(-1)
+    w = F.normalize(_at_least_fp32(class_emb), dim=-1)
+    cos_s = (w * F.normalize(_at_least_fp32(spatial_target), dim=-1)).sum(-1)
+    cos_t = (w * F.normalize(_at_least_fp32(temporal_target), dim=-1)).sum(-1)
     return (2.0 - cos_s - cos_t).mean()
 
 

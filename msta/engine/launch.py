@@ -1,0 +1,183 @@
+"""From a validated config to a finished run: build the model, data, prompts, targets and engine, then train.
+
+`train(cfg)` is what `scripts/train.py` calls, in every process of a launch (none, `torchrun` or `deepspeed`).
+`dry_run(cfg)` builds the model only (no weights, no data) and reports its parameters.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from msta.config import ConfigError, ExperimentCfg, config_to_dict, dump_config
+from msta.engine import checkpoint as ckpt
+from msta.engine.deepspeed_setup import (ds_config, fix_scalar_params, gathered_params, initialize_engine,
+                                         plan_batch)
+from msta.engine.descriptions import DescriptionTargets, compute_description_targets, default_cache_dir, weights_id
+from msta.engine.distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed
+from msta.engine.loaders import TrainSampler, eval_loader, train_loader
+from msta.engine.logging import MetricWriter, setup_logging
+from msta.engine.objective import Objective
+from msta.engine.optim import build_optimizer
+from msta.engine.schedule import WarmupCosine
+from msta.engine.trainer import Trainer
+
+__all__ = ["train", "dry_run", "resolve_resume"]
+
+_logger = logging.getLogger(__name__)
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def dry_run(cfg: ExperimentCfg) -> list[str]:
+    """Builds the model without weights (pretrained forced to None) and returns the report lines to print.
+
+    Returns:
+        ["trainable params: N / total: M (P%)", then one line per adapted block range].
+    """
+    from msta.models import build_model
+
+    model = build_model(dataclasses.replace(cfg.model, pretrained=None))
+    report = model.param_report()
+    return [report.line()] + [f"  {b}" for b in report.blocks]
+
+
+def resolve_resume(resume: Optional[str], run_dir: Path) -> Optional[Path]:
+    """`auto` -> the last complete checkpoint of the run (None for a fresh run); a path -> that checkpoint."""
+    if not resume:
+        return None
+    if resume == "auto":
+        return ckpt.find_last_complete(run_dir)
+    path = Path(resume)
+    if not (path / ckpt.COMPLETE).is_file():
+        done = ckpt.list_complete(run_dir)
+        raise FileNotFoundError(f"--resume {resume}: not a complete checkpoint folder (no '{ckpt.COMPLETE}' marker); "
+                                f"complete ones in {run_dir}: {[str(d) for d in done] or 'none'}")
+    return path
+
+
+def _class_table(cfg: ExperimentCfg) -> list[str]:
+    from msta.data.annotations import read_class_table
+
+    if not cfg.data.class_table:
+        raise ConfigError("data.class_table is empty; give the `id,name` CSV of the training classes")
+    return read_class_table(cfg.data.class_table)
+
+
+def _targets(cfg: ExperimentCfg, model, prompts, dist: DistInfo) -> Optional[DescriptionTargets]:
+    """The L_CC targets, with the frozen teacher, before deepspeed.initialize (ZeRO-3 partitions after it)."""
+    if cfg.loss.kind != "classification" or not cfg.loss.consistency or cfg.loss.alpha == 0:
+        return None
+    cache = default_cache_dir() if cfg.model.perf.cache_descriptions else None
+    targets = compute_description_targets(model, prompts.spatial, prompts.temporal, model_name=cfg.model.name,
+                                          weights=weights_id(cfg.model.pretrained, cfg.train.seed), cache_dir=cache,
+                                          write_cache=dist.is_main)
+    return targets.to(dist.device)
+
+
+def _adapters_fn(cfg: ExperimentCfg, model, prompts):
+    """Returns f(step, epoch, metrics) -> adapters-only payload; gathers ZeRO-3 partitions (collective)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    config = config_to_dict(cfg)
+
+    def adapters(step: int, epoch: int, metrics: dict) -> dict:
+        with gathered_params(trainable, cfg.train.zero_stage):
+            state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in model.adapter_state_dict().items()}
+        return ckpt.adapter_payload(state_dict=state, config=config, class_names=prompts.names,
+                                    raw_labels=prompts.raw_labels, templates=prompts.templates, step=step,
+                                    epoch=epoch, metrics=metrics)
+    return adapters
+
+
+def _bad_videos_fn(splits: dict):
+    """Returns f() -> {split: distinct bad videos over all ranks} (a collective max over per-video flags)."""
+    def count() -> dict[str, int]:
+        out = {}
+        for name, ds in splits.items():
+            if ds is None:
+                continue
+            flags = torch.tensor([ds.tracker.is_bad(i) for i in range(len(ds))], dtype=torch.float32)
+            out[name] = int((all_reduce_sum(flags) > 0).sum())
+        return out
+    return count
+
+
+def train(cfg: ExperimentCfg, *, resume: Optional[str] = None, local_rank: Optional[int] = None) -> dict:
+    """Trains `cfg` in this process (one of the launch's processes) and returns the run's results.
+
+    Args:
+        cfg: the validated experiment config.
+        resume: None (fresh run), "auto" (last complete checkpoint in train.out_dir, if any) or a checkpoint folder.
+        local_rank: the `deepspeed` launcher's --local_rank, if given.
+    """
+    dist = init_distributed(local_rank)
+    run_dir = Path(cfg.train.out_dir)
+    try:
+        setup_logging(dist.rank, run_dir)
+        if dist.is_main:
+            dump_config(cfg, run_dir / "config.yaml")
+        return _train(cfg, dist, run_dir, resume)
+    finally:
+        cleanup_distributed()
+
+
+def _train(cfg: ExperimentCfg, dist: DistInfo, run_dir: Path, resume: Optional[str]) -> dict:
+    from msta.data.datasets import build_datasets
+    from msta.models import build_model
+    from msta.text.prompts import prompts_from_config
+
+    plan = plan_batch(cfg.train, dist.world_size)  # fail on a bad batch split before any heavy work
+    torch.manual_seed(cfg.train.seed)  # identical random init (frozen weights, adapters) on every rank
+    model = build_model(cfg.model)
+    raw_labels = _class_table(cfg)
+    prompts = prompts_from_config(cfg.text, cfg.data.dataset, raw_labels,
+                                  need_descriptions=cfg.loss.consistency and cfg.loss.kind == "classification")
+    model.set_class_prompts(prompts.render(), prompts.num_templates)
+    model.to(dist.device)
+    targets = _targets(cfg, model, prompts, dist)
+
+    size = model.image_size if isinstance(model.image_size, int) else model.image_size[0]
+    if size != cfg.data.input_size:
+        _logger.warning("data.input_size=%d differs from the model's image size %d; using %d",
+                        cfg.data.input_size, size, size)
+    splits = build_datasets(cfg.data, image_size=size, num_frames=cfg.model.num_frames, mean=model.image_mean,
+                            std=model.image_std)
+    if splits.train is None:
+        raise ConfigError("data.train_list is empty; give the training list")
+    select_on = cfg.data.select_on
+    if select_on == "val" and splits.val is None:
+        _logger.warning("data.select_on=val but nothing is held out (data.val_list empty, data.val_fraction 0); "
+                        "selecting the best checkpoint on the test split instead (reported in results.json)")
+        select_on = "test"
+    select_set = splits.val if select_on == "val" else splits.test
+    sampler = TrainSampler(len(splits.train), global_batch=plan.global_batch, rank=dist.rank,
+                           world_size=dist.world_size, seed=cfg.data.seed)
+    loader = train_loader(splits.train, sampler, plan.micro_batch, cfg.data.num_workers)
+    select_loader = eval_loader(select_set, cfg.eval.batch_size, cfg.data.num_workers, rank=dist.rank,
+                                world_size=dist.world_size)
+
+    fix_scalar_params(model)
+    optimizer = build_optimizer(model, cfg.optim)
+    engine = initialize_engine(model, optimizer, ds_config(cfg.train, cfg.optim.grad_clip, plan,
+                                                           on_gpu=dist.device.type == "cuda"))
+    schedule = WarmupCosine.from_epochs(base_lr=cfg.optim.lr, min_lr=cfg.optim.min_lr, epochs=cfg.optim.epochs,
+                                        warmup_epochs=cfg.optim.warmup_epochs,
+                                        steps_per_epoch=sampler.steps_per_epoch)
+    total = schedule.total_steps if cfg.train.max_steps <= 0 else min(cfg.train.max_steps, schedule.total_steps)
+    writer = MetricWriter(run_dir, enabled=dist.is_main)
+    trainer = Trainer(engine=engine, objective=Objective(cfg.loss, targets, model.tokenize), loader=loader,
+                      sampler=sampler, select_loader=select_loader, select_on=select_on, plan=plan,
+                      schedule=schedule, total_steps=total, cfg=cfg.train, dist=dist, dtype=_DTYPES[cfg.train.precision],
+                      run_dir=run_dir, adapters=_adapters_fn(cfg, model, prompts), writer=writer,
+                      bad_videos=_bad_videos_fn({"train": splits.train, select_on: select_set}))
+    start = resolve_resume(resume, run_dir)
+    if start is not None:
+        trainer.resume(start)
+    elif resume == "auto":
+        _logger.info("--resume auto: no complete checkpoint in %s; starting a fresh run", run_dir)
+    try:
+        return trainer.fit()
+    finally:
+        writer.close()

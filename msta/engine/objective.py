@@ -1,0 +1,57 @@
+"""The training objective per micro batch: forward through the engine, then L = L_CE + alpha * L_CC (DESIGN §2).
+
+L_CC averages over the classes in the step. Every step encodes all C class prompts (they are the classifier of
+L_CE), so all C classes are in every step; this also makes the loss independent of how the global batch is split
+across processes and accumulation steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from msta.config import LossCfg
+from msta.engine.descriptions import DescriptionTargets
+from msta.losses import LossOutput, infonce_loss, total_loss
+
+__all__ = ["Objective", "to_device"]
+
+
+def to_device(batch: dict, device: torch.device, dtype: torch.dtype) -> dict:
+    """Moves tensors to `device`; floating tensors (the video) also to the engine's compute dtype."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=True)
+            out[k] = v.to(dtype) if v.is_floating_point() else v
+        else:
+            out[k] = v
+    return out
+
+
+@dataclass
+class Objective:
+    """Computes the loss of one micro batch.
+
+    Attributes:
+        cfg: loss kind, alpha and the consistency switch.
+        targets: the description targets on the training device (None: no L_CC).
+        tokenize: the model's tokenizer, for caption batches (loss.kind infonce: batch["text"] is a list of str).
+    """
+    cfg: LossCfg
+    targets: Optional[DescriptionTargets]
+    tokenize: Optional[Callable[[list[str]], torch.Tensor]] = None
+
+    def __call__(self, engine, batch: dict) -> LossOutput:
+        """`engine` is the DeepSpeed engine (or the model): under ZeRO-3 only its forward gathers the parameters."""
+        if self.cfg.kind == "infonce":
+            ids = self.tokenize(batch["text"]).to(batch["video"].device)
+            out = engine(batch["video"], texts=ids)
+            loss = infonce_loss(out.video_emb, out.class_emb, out.logit_scale)
+            return LossOutput(total=loss, ce=loss, cc=loss.new_zeros(()))
+        out = engine(batch["video"])
+        use_cc = self.cfg.consistency and self.targets is not None
+        return total_loss(out.video_emb, out.class_emb, batch["label"], out.logit_scale,
+                          spatial_target=self.targets.spatial if use_cc else None,
+                          temporal_target=self.targets.temporal if use_cc else None, alpha=self.cfg.alpha)

@@ -1,0 +1,196 @@
+"""Adapter modules: MSTA (multi-modal spatio-temporal, CVPR 2025) and ST-Adapter (NeurIPS 2022).
+
+Pure ``nn.Module`` code on token tensors; nothing here knows open_clip or reads a config. Visual tokens arrive
+frame-wise as ``(B*T, 1 + N, D)`` (CLS first, then N patch tokens) and the temporal parts regroup them by clip.
+
+MSTA layer j (DESIGN §2): ``x_next = block(x) + lambda * A(ln_1(x))`` with ``A = up(shared(down(.)))``. The
+gradient-scale pair makes the forward contribution ``lambda * A`` while the adapter parameters receive the gradient
+of the unscaled ``A``, so lambda = 0.005 does not slow learning (MMA's trick).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+__all__ = [
+    "GradScale", "grad_scale", "LinearReLU", "MstaTextBranch", "MstaVideoBranch", "MstaLayer", "StAdapter",
+    "temporal_conv_on_patches",
+]
+
+
+class GradScale(torch.autograd.Function):
+    """Identity in the forward pass; multiplies the incoming gradient by ``scale`` in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:  # noqa: D102
+        ctx.scale = scale
+        return x.view_as(x)  # a view, not the input itself: autograd needs a distinct output
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # noqa: D102
+        return grad * ctx.scale, None
+
+
+def grad_scale(x: Tensor, scale: float) -> Tensor:
+    """Returns ``x`` unchanged; its gradient is multiplied by ``scale`` on the way back."""
+    return GradScale.apply(x, scale)
+
+
+class LinearReLU(nn.Linear):
+    """``relu(Linear(x))``: the down and shared projections of MSTA (the ReLU has no parameters)."""
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        return F.relu(super().forward(x))
+
+
+def _kaiming_(module: nn.Module) -> None:
+    """MSTA init (MMA code): kaiming_normal_(fan_out, relu) weights, zero biases, for every Linear and Conv3d."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv3d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def temporal_conv_on_patches(conv: nn.Conv3d, patches: Tensor, num_frames: int) -> Tensor:
+    """Applies a ``(k, 1, 1)`` Conv3d over time to frame-wise patch tokens.
+
+    The kernel is 1x1 in space, so every patch position is independent; regrouping the N patches as an (N, 1)
+    "grid" is therefore exactly the (H, W) convolution without assuming a square grid.
+
+    Args:
+        conv: Conv3d with kernel (k, 1, 1) and padding (k // 2, 0, 0).
+        patches: (B*T, N, C_in) patch tokens, frames of a clip contiguous.
+        num_frames: T.
+
+    Returns:
+        (B*T, N, C_out).
+    """
+    if patches.shape[0] % num_frames:
+        raise ValueError(f"batch of {patches.shape[0]} frames is not divisible by num_frames={num_frames}; "
+                         "pass frames as (B*T, L, D) with the T frames of each clip contiguous")
+    x = rearrange(patches, "(b t) n c -> b c t n 1", t=num_frames)
+    x = conv(x)
+    return rearrange(x, "b c t n 1 -> (b t) n c")
+
+
+class MstaTextBranch(nn.Module):
+    """Text side of an MSTA layer without the shared projection: ``down`` (D -> r, ReLU) and ``up`` (r -> D)."""
+
+    def __init__(self, width: int, dim: int, own_mid: bool = False):
+        """Args: width: text width D; dim: bottleneck r; own_mid: a private Linear(r, r)+ReLU (no sharing)."""
+        super().__init__()
+        self.down = LinearReLU(width, dim)
+        self.mid = LinearReLU(dim, dim) if own_mid else None
+        self.up = nn.Linear(dim, width)
+
+    def forward(self, x: Tensor, shared: Optional[nn.Module] = None) -> Tensor:
+        """(N, L, D) normalised tokens -> (N, L, D) unscaled adapter output ``up(shared(down(x)))``."""
+        h = self.down(x)
+        h = self.mid(h) if self.mid is not None else shared(h)
+        return self.up(h)
+
+
+class MstaVideoBranch(nn.Module):
+    """Visual side of an MSTA layer: ``down``, spatial ``up`` and the temporal Conv3d up-projection.
+
+    The temporal conv is grouped (groups = r), so at ViT-B/16 with r = 128 it adds 768*3 + 768 = 3,072 parameters
+    per layer, the figure that reproduces the authors' 1.744 M count (msta-paper §3.3). It reads the bottleneck
+    of the patch tokens; the CLS token only gets the spatial path.
+    """
+
+    def __init__(self, width: int, dim: int, temporal: bool = True, kernel: int = 3, own_mid: bool = False):
+        """Args: width: vision width D; dim: bottleneck r; temporal: add the Conv3d path; kernel: its size over T."""
+        super().__init__()
+        if temporal and width % dim:
+            raise ValueError(f"the temporal Conv3d is grouped by the bottleneck (groups=r), so r={dim} must divide "
+                             f"the vision width {width}; set model.msta.dim to a divisor of {width} "
+                             "or model.msta.temporal=false")
+        self.down = LinearReLU(width, dim)
+        self.mid = LinearReLU(dim, dim) if own_mid else None
+        self.up = nn.Linear(dim, width)
+        self.temporal = (nn.Conv3d(dim, width, (kernel, 1, 1), padding=(kernel // 2, 0, 0), groups=dim)
+                         if temporal else None)
+
+    def forward(self, x: Tensor, num_frames: int, shared: Optional[nn.Module] = None) -> Tensor:
+        """(B*T, 1+N, D) normalised frame tokens -> (B*T, 1+N, D) unscaled adapter output."""
+        h = self.down(x)
+        h = self.mid(h) if self.mid is not None else shared(h)
+        out = self.up(h)
+        if self.temporal is None:
+            return out
+        t_out = temporal_conv_on_patches(self.temporal, h[:, 1:], num_frames)
+        return torch.cat([out[:, :1], out[:, 1:] + t_out], dim=1)
+
+
+class MstaLayer(nn.Module):
+    """All MSTA parameters of one layer index: the shared projection and the text and/or visual branch.
+
+    Registering the shared projection here, once, and letting both branches borrow it at call time keeps a single
+    owner for it in the module tree (ZeRO-3 and state dicts expect each parameter to be registered once).
+    """
+
+    def __init__(self, dim: int, scale: float, text_width: Optional[int] = None,
+                 vision_width: Optional[int] = None, shared: bool = True, temporal: bool = True,
+                 kernel: int = 3):
+        """Args:
+            dim: bottleneck r.
+            scale: lambda, the forward scale of the adapter output.
+            text_width: text width, or None when this layer index has no text adapter.
+            vision_width: vision width, or None when it has no visual adapter.
+            shared: one Linear(r, r)+ReLU used by both branches; False gives each branch a private one.
+            temporal: add the temporal Conv3d up-projection on the visual side.
+            kernel: temporal kernel size (odd).
+        """
+        super().__init__()
+        if text_width is None and vision_width is None:
+            raise ValueError("an MSTA layer needs a text_width, a vision_width or both")
+        self.scale = scale
+        self.shared = LinearReLU(dim, dim) if shared else None
+        self.text = MstaTextBranch(text_width, dim, own_mid=not shared) if text_width else None
+        self.visual = (MstaVideoBranch(vision_width, dim, temporal, kernel, own_mid=not shared)
+                       if vision_width else None)
+        _kaiming_(self)
+
+    def _scaled(self, x: Tensor, norm: Callable[[Tensor], Tensor], branch: Callable[[Tensor], Tensor]) -> Tensor:
+        # grad x s on the way into the adapter, x 1/s on the way out: parameters see the unscaled gradient
+        y = norm(grad_scale(x, self.scale))
+        y = branch(y) * self.scale
+        return grad_scale(y, 1.0 / self.scale)
+
+    def forward_text(self, x: Tensor, norm: Callable[[Tensor], Tensor]) -> Tensor:
+        """lambda * A_t(norm(x)): (N, L, D) block input -> (N, L, D) term added to the block output."""
+        return self._scaled(x, norm, lambda y: self.text(y, self.shared))
+
+    def forward_visual(self, x: Tensor, norm: Callable[[Tensor], Tensor], num_frames: int) -> Tensor:
+        """lambda * A_v(norm(x)): (B*T, 1+N, D) block input -> (B*T, 1+N, D) term added to the block output."""
+        return self._scaled(x, norm, lambda y: self.visual(y, num_frames, self.shared))
+
+
+class StAdapter(nn.Module):
+    """ST-Adapter (Pan et al. 2022, official code): fc1 -> depthwise temporal Conv3d -> fc2, no activation.
+
+    Residual on patch tokens only; the CLS token passes through. The conv's weight and bias and fc2's bias start
+    at zero, so the adapter is the identity at init and the adapted model equals frozen CLIP at step 0.
+    """
+
+    def __init__(self, width: int, hidden: int, kernel: int = 3):
+        """Args: width: token width D; hidden: bottleneck w; kernel: temporal kernel size (odd)."""
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.conv = nn.Conv3d(hidden, hidden, (kernel, 1, 1), padding=(kernel // 2, 0, 0), groups=hidden)
+        self.fc2 = nn.Linear(hidden, width)
+        nn.init.zeros_(self.fc1.bias)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:
+        """(B*T, 1+N, D) frame tokens -> (B*T, 1+N, D), out of place."""
+        patches = x[:, 1:]
+        delta = self.fc2(temporal_conv_on_patches(self.conv, self.fc1(patches), num_frames))
+        return torch.cat([x[:, :1], patches + delta], dim=1)
