@@ -169,8 +169,13 @@ class DescriptionCache:
     def put(self, key: str, record: dict[str, Any]) -> None:
         record = {"key": key, **record}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        with self.path.open("a+b") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell():
+                f.seek(f.tell() - 1)
+                if f.read(1) != b"\n":  # end a partial line left by a killed run, or this record is lost with it
+                    f.write(b"\n")
+            f.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
         self._records[key] = record

@@ -1,5 +1,6 @@
 """Prompts: every shipped file validates and fits CLIP's context; loading, fallbacks, errors and rendering."""
 import logging
+import subprocess
 import sys
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import torch
 import yaml
 
 from msta.config import TextCfg
-from msta.text import (PromptError, check_lengths, ensemble_embeddings, load_prompts, load_templates,
+from msta.text import (PromptError, PromptSet, check_lengths, ensemble_embeddings, load_prompts, load_templates,
                        open_clip_token_counter, prompts_from_config, read_prompts_file, render_prompts,
                        validate_template, write_prompts_file)
 
@@ -27,8 +28,8 @@ def counter():
 
 
 def test_open_clip_not_imported_by_text_package():
-    code = "import sys, msta.text, msta.text.generator; assert 'open_clip' not in sys.modules and 'torch' not in sys.modules"
-    import subprocess
+    code = ("import sys, msta.text, msta.text.generator; "
+            "assert 'open_clip' not in sys.modules and 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -181,3 +182,10 @@ def test_render_and_ensemble_embeddings():
     torch.testing.assert_close(ensemble_embeddings(emb, 1), n)
     with pytest.raises(ValueError, match="multiple"):
         ensemble_embeddings(emb, 4)
+
+
+def test_prompt_set_is_frozen_and_keyword_built():
+    ps = PromptSet(raw_labels=["a_b"], names=["a b"], templates=["x {}.", "y {}."])
+    assert ps.render() == ["x a b.", "y a b."] and ps.num_classes == 1 and ps.num_templates == 2
+    with pytest.raises(AttributeError):
+        ps.names = []
