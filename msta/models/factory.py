@@ -6,6 +6,7 @@ The only place that resolves weight sources: ``cfg.pretrained`` is None (random 
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import os
 from pathlib import Path
@@ -28,6 +29,13 @@ def register_model_configs() -> None:
     import open_clip
     if not all(p.stem in open_clip.list_models() for p in MODEL_CONFIG_DIR.glob("*.json")):
         open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(name: str):
+    # stateless and slow to build (BPE merges): one per model name
+    import open_clip
+    return open_clip.get_tokenizer(name)
 
 
 def _check_name(name: str) -> None:
@@ -86,7 +94,7 @@ def build_model(cfg: ModelCfg) -> VideoCLIP:
         clip = open_clip.create_model(cfg.name, pretrained=pretrained)
     # DeepSpeed's initial broadcast views every parameter as bytes, which fails for 0-dim tensors
     make_logit_scale_1d(clip)
-    tokenizer = open_clip.get_tokenizer(cfg.name)
+    tokenizer = _tokenizer(cfg.name)
     model = VideoCLIP(clip, cfg, tokenizer)
     model.freeze_backbone()
     report = model.param_report()

@@ -25,8 +25,8 @@ from msta.models.adapters import MstaLayer, StAdapter
 
 __all__ = [
     "InjectionContext", "AdaptedBlock", "Injection", "inject_adapters", "text_blocks", "visual_blocks",
-    "text_cast_dtype", "text_embed", "text_mask", "text_head", "text_eot_positions", "can_cut_text", "visual_embed", "visual_head",
-    "run_blocks", "make_logit_scale_1d", "image_preprocess_info",
+    "text_cast_dtype", "text_embed", "text_mask", "text_head", "text_eot_positions", "can_cut_text",
+    "visual_embed", "visual_head", "run_blocks", "make_logit_scale_1d", "image_preprocess_info",
 ]
 
 

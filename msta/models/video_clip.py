@@ -256,7 +256,10 @@ class VideoCLIP(nn.Module):
                            total=sum(_numel(p) for p in params), blocks=list(self._block_summary))
 
     def adapter_state_dict(self) -> dict[str, Tensor]:
-        """The trainable tensors only, each once, keyed as in ``state_dict()`` (e.g. ``adapters.msta.8.shared.weight``)."""
+        """The trainable tensors only, each once, keyed as in ``state_dict()``.
+
+        Keys look like ``adapters.msta.8.shared.weight`` or ``adapters.st.3.mlp.fc1.weight`` (1-based block index).
+        """
         return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
 
     def load_adapter_state_dict(self, state: dict[str, Tensor]) -> None:
@@ -269,7 +272,8 @@ class VideoCLIP(nn.Module):
                              f" missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''} ({len(missing)}),"
                              f" unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}"
                              f" ({len(unexpected)}); was it saved with the same model.msta / model.st_adapter config?")
-        bad = [f"{k}: {tuple(state[k].shape)} vs {tuple(p.shape)}" for k, p in params.items() if state[k].shape != p.shape]
+        bad = [f"{k}: {tuple(state[k].shape)} vs {tuple(p.shape)}"
+               for k, p in params.items() if state[k].shape != p.shape]
         if bad:
             raise ValueError(f"adapter state dict has wrong shapes (saved vs model): {bad[:10]}; "
                              "check model.msta.dim / model.st_adapter.width")
