@@ -223,6 +223,8 @@ class EvalCfg:
     class_tables: tuple[str, ...] = ()        # one class table per split where classes differ (K600 draws, b2n)
     half_class_draws: int = 0                 # >0: also the half-class variant with this many seeded draws
     views: ViewsCfg = field(default_factory=ViewsCfg)
+    targets: tuple[str, ...] = ()             # zero-shot: configs whose data/text/eval name the target datasets
+    video_pool: str = ""                      # which videos the lists draw from, stated in results.json
 
     def __post_init__(self):
         _check(self.protocol in ("zeroshot", "fewshot", "b2n", "supervised"),
