@@ -1,0 +1,1 @@
+"""Video data: decoding, sampling, transforms, annotations, splits, datasets, preparers and synthetic data."""

@@ -1,0 +1,193 @@
+"""Map-style video datasets over (path, label) items, and their construction from a `DataCfg`.
+
+A sample is {"video": (T, C, H, W) float (training) or (V, T, C, H, W) float (evaluation, V = clips x crops,
+clip-major), "label": int, "index": int}, CLIP-normalised. Every random choice of a sample is drawn from a
+generator seeded by (seed, epoch, index), so a resumed run (same seed, `set_epoch`) sees the same frames and the
+same augmentation whatever the number of workers. Bad videos are logged, counted across workers and replaced
+by another video chosen deterministically from (seed, epoch, index, attempt).
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..config import DataCfg, ViewsCfg
+from .annotations import VideoItem, read_video_list
+from .bad_videos import BadVideoTracker
+from .decoding import VideoDecodeError, open_video
+from .sampling import sample_indices, sample_views
+from .splits import few_shot, hold_out
+from .transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, EvalTransform, TrainTransform
+
+__all__ = ["sample_seed", "VideoDataset", "DataSplits", "build_video_dataset", "build_datasets"]
+
+_logger = logging.getLogger(__name__)
+
+
+def sample_seed(seed: int, epoch: int, index: int, attempt: int = 0) -> int:
+    """A 63-bit seed that depends on every argument (numpy SeedSequence hashing; stable across runs/platforms)."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(index), int(attempt)]).generate_state(2)
+    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+
+
+class VideoDataset(Dataset):
+    """Decodes, samples and transforms videos listed as (relative path, label) items.
+
+    Args:
+        items: the videos; paths are relative to `root`.
+        root: data root.
+        num_frames: frames per clip (T).
+        transform: `TrainTransform` (train=True) or `EvalTransform`; called as transform(clip_uint8, generator).
+            Its `short_side` attribute, if any, is the size decoders resize to while decoding.
+        train: random sampling and one view, or deterministic `num_clips` views.
+        sampling: "segment" (TSN) or "dense". stride: frame step for dense sampling.
+        num_clips: temporal test views (train=False only).
+        backend: "decord" or "pyav". resize_on_decode: let the decoder resize to `transform.short_side`.
+        seed: base seed; per-sample randomness comes from (seed, epoch, index).
+        min_frames: videos with fewer frames are bad ("too_short"); shorter-than-clip videos with at least this
+            many frames are sampled with repeated frames.
+        max_bad_fraction: stop with a report once more of the videos are bad.
+        max_attempts: replacement videos tried for one index before giving up.
+    """
+
+    def __init__(self, items: Sequence[VideoItem], root: str | os.PathLike, *, num_frames: int,
+                 transform: Callable[[torch.Tensor, Optional[torch.Generator]], torch.Tensor], train: bool,
+                 sampling: str = "segment", stride: int = 2, num_clips: int = 1, backend: str = "decord",
+                 resize_on_decode: bool = True, seed: int = 0, min_frames: int = 1, max_bad_fraction: float = 0.05,
+                 max_attempts: int = 20):
+        if not items:
+            raise ValueError(f"empty video list for a dataset rooted at {root}; check the list file and data.root")
+        self.items, self.root = list(items), Path(root)
+        self.num_frames, self.transform, self.train = num_frames, transform, train
+        self.sampling, self.stride, self.num_clips = sampling, stride, (1 if train else num_clips)
+        self.backend, self.seed, self.min_frames = backend, seed, max(1, min_frames)
+        self.short_side = getattr(transform, "short_side", None) if resize_on_decode else None
+        self.max_attempts = max_attempts
+        # Shared so that set_epoch in the main process reaches persistent DataLoader workers too.
+        self._epoch = mp.Value("q", 0, lock=False)
+        self.tracker = BadVideoTracker([it.path for it in self.items], max_bad_fraction)
+        self._native_hw: dict[int, tuple[int, int]] = {}  # per process: saves decord a probe on later epochs
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before each epoch (in the main process, before iterating) so augmentation changes per epoch."""
+        self._epoch.value = int(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value)
+
+    @property
+    def bad_count(self) -> int:
+        """Distinct bad videos met so far by the main process and all workers."""
+        return self.tracker.count
+
+    def _load(self, index: int, generator: torch.Generator) -> torch.Tensor:
+        reader = open_video(self.root / self.items[index].path, backend=self.backend, short_side=self.short_side,
+                            native_hw=self._native_hw.get(index))
+        self._native_hw[index] = (reader.info.height, reader.info.width)
+        n = len(reader)
+        if n < self.min_frames:
+            raise VideoDecodeError(self.items[index].path, "too_short", f"{n} frames < min_frames={self.min_frames}")
+        if self.train:
+            idx = sample_indices(n, self.num_frames, sampling=self.sampling, train=True, stride=self.stride,
+                                 generator=generator)
+            return self.transform(reader.get_frames(idx).permute(0, 3, 1, 2), generator)
+        clips = sample_views(n, self.num_frames, self.num_clips, sampling=self.sampling, stride=self.stride)
+        frames = reader.get_frames([i for c in clips for i in c]).permute(0, 3, 1, 2)  # one decode for all clips
+        views = [self.transform(frames[k * self.num_frames:(k + 1) * self.num_frames], generator)
+                 for k in range(self.num_clips)]  # each (crops, T, C, H, W)
+        return torch.cat(views)  # (clips * crops, T, C, H, W), clip-major
+
+    def __getitem__(self, index: int) -> dict:
+        current = index
+        for attempt in range(self.max_attempts):
+            if not self.tracker.is_bad(current):
+                g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index, attempt))
+                try:
+                    video = self._load(current, g)
+                    return {"video": video, "label": self.items[current].label, "index": current}
+                except VideoDecodeError as e:
+                    self.tracker.mark(current, e.reason, e.detail)
+            # Deterministic replacement: the same (seed, epoch, index, attempt) always picks the same video.
+            r = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index, 1000 + attempt))
+            current = int(torch.randint(len(self.items), (), generator=r))
+        raise RuntimeError(f"no good video found for index {index} after {self.max_attempts} attempts:\n"
+                           f"{self.tracker.report()}")
+
+
+@dataclass
+class DataSplits:
+    """What `build_datasets` returns; `val` is None when nothing is held out and no val list is given."""
+    train: Optional[VideoDataset]
+    val: Optional[VideoDataset]
+    test: Optional[VideoDataset]
+
+
+def build_video_dataset(items: Sequence[VideoItem], cfg: DataCfg, *, train: bool, num_frames: int,
+                        image_size: Optional[int] = None, mean: Sequence[float] = OPENAI_CLIP_MEAN,
+                        std: Sequence[float] = OPENAI_CLIP_STD, views: Optional[ViewsCfg] = None,
+                        seed: Optional[int] = None) -> VideoDataset:
+    """One dataset over `items` with the transforms, sampler, backend and bad-video policy of `cfg`.
+
+    Args:
+        image_size: the model's input size (default cfg.input_size).
+        views: test views (default cfg.views); ignored for training.
+        seed: augmentation seed (default cfg.seed).
+    """
+    size = image_size or cfg.input_size
+    views = views or cfg.views
+    if train:
+        transform = TrainTransform(size, flip=cfg.flip, color_jitter=cfg.color_jitter, grayscale=cfg.grayscale,
+                                   mean=mean, std=std)
+    else:
+        transform = EvalTransform(size, crops=views.crops, mean=mean, std=std)
+    return VideoDataset(items, cfg.root, num_frames=num_frames, transform=transform, train=train,
+                        sampling=cfg.sampling, stride=cfg.stride, num_clips=views.clips, backend=cfg.backend,
+                        seed=cfg.seed if seed is None else seed, min_frames=cfg.min_frames,
+                        max_bad_fraction=cfg.max_bad_fraction)
+
+
+def build_datasets(cfg: DataCfg, *, image_size: Optional[int] = None, num_frames: int = 8,
+                   mean: Sequence[float] = OPENAI_CLIP_MEAN, std: Sequence[float] = OPENAI_CLIP_STD) -> DataSplits:
+    """Train / model-selection / test datasets from the lists in `cfg`.
+
+    - train: `cfg.train_list`; with `cfg.shots > 0`, K per class drawn with `cfg.seed`.
+    - val: `cfg.val_list` if set; else, when `cfg.select_on == "val"` and `cfg.val_fraction > 0`, a seeded
+      hold-out of the training videos (for few-shot, of the videos not drawn as shots, so the K shots stay intact).
+      One centre view per video. With `select_on == "test"` and no val list, val is None (select on test).
+    - test: `cfg.test_list` with `cfg.views` views.
+    """
+    train = val = test = None
+    val_items = read_video_list(cfg.val_list) if cfg.val_list else None
+    if cfg.train_list:
+        items = read_video_list(cfg.train_list)
+        if cfg.shots > 0:
+            shots = few_shot(items, cfg.shots, cfg.seed)
+            rest = sorted(set(items) - set(shots), key=lambda it: it.path)
+            if val_items is None and cfg.select_on == "val" and cfg.val_fraction > 0 and rest:
+                _, val_items = hold_out(rest, cfg.val_fraction, cfg.seed)
+            items = shots
+        elif val_items is None and cfg.select_on == "val" and cfg.val_fraction > 0:
+            items, val_items = hold_out(items, cfg.val_fraction, cfg.seed)
+        train = build_video_dataset(items, cfg, train=True, num_frames=num_frames, image_size=image_size,
+                                    mean=mean, std=std)
+        _logger.info("train: %d videos from %s%s", len(items), cfg.train_list,
+                     f" ({cfg.shots} shots/class, seed {cfg.seed})" if cfg.shots else "")
+    if val_items:
+        val = build_video_dataset(val_items, cfg, train=False, num_frames=num_frames, image_size=image_size,
+                                  mean=mean, std=std, views=ViewsCfg(clips=1, crops=1))
+    if cfg.test_list:
+        test = build_video_dataset(read_video_list(cfg.test_list), cfg, train=False, num_frames=num_frames,
+                                   image_size=image_size, mean=mean, std=std)
+    return DataSplits(train, val, test)

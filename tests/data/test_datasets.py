@@ -1,0 +1,112 @@
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from msta.config import DataCfg, ViewsCfg
+from msta.data.annotations import VideoItem, write_video_list
+from msta.data.bad_videos import TooManyBadVideos
+from msta.data.datasets import VideoDataset, build_datasets
+from msta.data.sampling import sample_views
+from msta.data.transforms import TrainTransform
+
+from .conftest import frame_ids, gray_video
+
+BAD = {"missing.mp4": "missing", "empty.mp4": "empty", "truncated.mp4": "undecodable",
+       "garbage.mp4": "undecodable", "short.mp4": "too_short"}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds")
+    for k in range(5):
+        gray_video(root / f"good{k}.mp4", 24 + k)
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "garbage.mp4").write_bytes(b"\x00\x17garbage" * 500)
+    good = (root / "good0.mp4").read_bytes()
+    (root / "truncated.mp4").write_bytes(good[: len(good) // 2])
+    gray_video(root / "short.mp4", 2)
+    return root
+
+
+def items(names):
+    return [VideoItem(n, i) for i, n in enumerate(names)]
+
+
+class Raw:
+    """Identity 'transform' returning (1, T, C, H, W) floats so tests can read the frame ids."""
+    short_side = None
+
+    def __call__(self, clip, generator=None):
+        return clip.float()[None]
+
+
+def test_eval_views_decode_the_sampled_frames(root):
+    ds = VideoDataset(items(["good3.mp4"]), root, num_frames=4, transform=Raw(), train=False, num_clips=3)
+    video = ds[0]["video"]
+    assert video.shape == (3, 4, 3, 48, 64)
+    assert [frame_ids(v) for v in video] == sample_views(27, 4, 3)
+
+
+def test_train_sample_shape_and_reproducibility(root):
+    ds = VideoDataset(items([f"good{k}.mp4" for k in range(5)]), root, num_frames=4, train=True,
+                      transform=TrainTransform(32), seed=5)
+    a, b = ds[2], ds[2]
+    assert a["video"].shape == (4, 3, 32, 32) and a["label"] == 2 and a["index"] == 2
+    assert torch.equal(a["video"], b["video"])
+    ds.set_epoch(1)
+    assert not torch.equal(ds[2]["video"], a["video"])
+    ds.set_epoch(0)
+    assert torch.equal(ds[2]["video"], a["video"])  # a resumed run sees the same data
+
+
+def test_every_kind_of_bad_video_is_skipped_and_counted(root):
+    names = [f"good{k}.mp4" for k in range(5)] + list(BAD)
+    ds = VideoDataset(items(names), root, num_frames=4, transform=Raw(), train=True, min_frames=4,
+                      max_bad_fraction=1.0)
+    picks = []
+    for i in range(len(ds)):
+        s = ds[i]
+        assert names[s["index"]].startswith("good")
+        picks.append(s["index"])
+    assert picks == [ds[i]["index"] for i in range(len(ds))]  # replacements are deterministic
+    assert ds.bad_count == 5
+    assert {b.path: b.reason for b in ds.tracker.bad_videos()} == BAD
+
+
+def test_too_many_bad_videos_raise_with_a_full_report(root):
+    names = [f"good{k}.mp4" for k in range(5)] + list(BAD)
+    ds = VideoDataset(items(names), root, num_frames=4, transform=Raw(), train=True, min_frames=4,
+                      max_bad_fraction=0.4)
+    with pytest.raises(TooManyBadVideos) as e:
+        for i in range(len(ds)):
+            ds[i]
+    for name, reason in BAD.items():
+        assert name in str(e.value) and reason in str(e.value)
+
+
+def test_bad_counts_aggregate_across_workers(root):
+    names = [f"good{k}.mp4" for k in range(5)] + list(BAD)
+    ds = VideoDataset(items(names), root, num_frames=4, transform=TrainTransform(32), train=True, min_frames=4,
+                      max_bad_fraction=1.0, seed=3)
+    loader = DataLoader(ds, batch_size=2, num_workers=2)
+    multi = [b["video"] for b in loader]
+    assert ds.bad_count == 5  # found by the workers, visible here
+    single = [b["video"] for b in DataLoader(ds, batch_size=2, num_workers=0)]
+    assert all(torch.equal(x, y) for x, y in zip(multi, single))  # same data whatever the worker count
+
+
+def test_build_datasets_from_config(root, tmp_path):
+    train = [VideoItem(f"good{k}.mp4", k % 2) for k in range(5)] + [VideoItem("short.mp4", 0),
+                                                                     VideoItem("missing.mp4", 1)]
+    write_video_list(tmp_path / "train.txt", train)
+    write_video_list(tmp_path / "test.txt", train[:2])
+    cfg = DataCfg(root=str(root), train_list=str(tmp_path / "train.txt"), test_list=str(tmp_path / "test.txt"),
+                  shots=2, val_fraction=0.5, views=ViewsCfg(clips=2, crops=3), flip=False)
+    splits = build_datasets(cfg, image_size=32, num_frames=4)
+    assert len(splits.train) == 4 and len(splits.val) == 2  # val: half of the 3 videos not drawn as shots
+    assert not {it.path for it in splits.train.items} & {it.path for it in splits.val.items}
+    assert splits.test[0]["video"].shape == (6, 4, 3, 32, 32)
+    assert splits.val[0]["video"].shape == (1, 4, 3, 32, 32)
+    assert splits.train.transform.flip is False
+    assert build_datasets(DataCfg(root=str(root), train_list=str(tmp_path / "train.txt"), select_on="test"),
+                          image_size=32).val is None
