@@ -4,9 +4,10 @@ This is the only module that imports DeepSpeed (lazily, so `import msta` and `im
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -14,7 +15,7 @@ from torch import nn
 from msta.config import ConfigError, TrainCfg
 
 __all__ = ["BatchPlan", "import_deepspeed", "plan_batch", "ds_config", "fix_scalar_params", "initialize_engine",
-           "gathered_params"]
+           "TupleOutput", "register_outside_params", "gathered_params"]
 
 _logger = logging.getLogger(__name__)
 
@@ -106,6 +107,74 @@ def initialize_engine(model: nn.Module, optimizer: torch.optim.Optimizer, config
         _logger.debug("reshaped 0-dim parameters to (1,) for DeepSpeed: %s", fixed)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
     return engine
+
+
+class TupleOutput(nn.Module):
+    """Wraps a model whose forward returns a dataclass so that the engine sees a tuple of tensors.
+
+    ZeRO-3 attaches its backward hooks to the tensors of a module's output and finds them only in tensors, tuples,
+    lists and dicts; a dataclass output would leave the top module without a backward hook. `as_output` turns the
+    tuple back into the dataclass.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs) -> tuple:
+        out = self.model(*args, **kwargs)
+        self._output_type = type(out)
+        return tuple(getattr(out, f.name) for f in dataclasses.fields(out))
+
+    def as_output(self, values: tuple):
+        return self._output_type(*values)
+
+
+def register_outside_params(model: nn.Module, run_forward: Callable[[], object]) -> list[str]:
+    """ZeRO-3: registers parameters that a forward uses outside their owning module's `forward`.
+
+    ZeRO-3 gathers a parameter only while its owner's forward (or backward) runs. Code that uses a module's
+    parameters without calling it (e.g. `x @ clip.visual.proj`, `nn.MultiheadAttention` reading `out_proj.weight`)
+    would see an empty partition in backward ("mat2 must be a matrix"). One forward with hooks finds the modules
+    whose forward never runs (or returns a type ZeRO-3 cannot hook, such as a dataclass); their parameters are
+    registered as external parameters of the nearest ancestor whose forward does run and returns tensors, so they
+    are gathered around its forward and backward. Run before `deepspeed.initialize`.
+
+    Args:
+        model: the top module (the one the engine wraps; its forward must return tensors, tuples, lists or dicts).
+        run_forward: runs one representative forward of `model` (a dummy batch is enough).
+
+    Returns:
+        "param -> owner" descriptions of the registrations.
+    """
+    from deepspeed.runtime.zero.partition_parameters import register_external_parameter
+
+    called: set[int] = set()  # modules whose forward ran and returned what ZeRO-3 can hook (not a dataclass)
+
+    def record(mod, _args, out):
+        if out is None or isinstance(out, (torch.Tensor, tuple, list, dict)):
+            called.add(id(mod))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            run_forward()
+    finally:
+        for h in hooks:
+            h.remove()
+    modules = dict(model.named_modules())
+    done = []
+    for name, module in modules.items():
+        if module is model or id(module) in called or not list(module.parameters(recurse=False)):
+            continue
+        parent = name
+        while parent and id(modules[parent]) not in called:
+            parent = parent.rpartition(".")[0]
+        owner = modules[parent] if parent else model
+        for param_name, p in module.named_parameters(recurse=False):
+            register_external_parameter(owner, p)
+            done.append(f"{name}.{param_name} -> {parent or '<top>'}")
+    return done
 
 
 def gathered_params(params: list[nn.Parameter], zero_stage: int):

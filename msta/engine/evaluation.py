@@ -9,7 +9,7 @@ import torch
 
 from msta.engine.distributed import all_reduce_sum
 from msta.engine.loaders import EvalSampler
-from msta.engine.objective import to_device
+from msta.engine.objective import model_forward, to_device
 
 __all__ = ["evaluate_top1"]
 
@@ -31,7 +31,7 @@ def evaluate_top1(engine, loader, *, device: torch.device, dtype: torch.dtype) -
         video, labels = batch["video"], batch["label"]
         b = video.shape[0]
         views = video.shape[1] if video.ndim == 6 else 1
-        out = engine(video.flatten(0, 1) if video.ndim == 6 else video)
+        out = model_forward(engine, video.flatten(0, 1) if video.ndim == 6 else video)
         logits = out.logit_scale.float().reshape(()) * out.video_emb.float() @ out.class_emb.float().t()
         scores = logits.softmax(-1).view(b, views, -1).sum(1)
         keep = valid[pos:pos + b].to(device) if valid is not None else torch.ones(b, dtype=torch.bool, device=device)

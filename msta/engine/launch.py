@@ -15,7 +15,7 @@ import torch
 from msta.config import ConfigError, ExperimentCfg, config_to_dict, dump_config
 from msta.engine import checkpoint as ckpt
 from msta.engine.deepspeed_setup import (ds_config, fix_scalar_params, gathered_params, initialize_engine,
-                                         plan_batch)
+                                         plan_batch, register_outside_params, TupleOutput)
 from msta.engine.descriptions import DescriptionTargets, compute_description_targets, default_cache_dir, weights_id
 from msta.engine.distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed
 from msta.engine.loaders import TrainSampler, eval_loader, train_loader
@@ -159,8 +159,13 @@ def _train(cfg: ExperimentCfg, dist: DistInfo, run_dir: Path, resume: Optional[s
                                 world_size=dist.world_size)
 
     fix_scalar_params(model)
+    wrapped = TupleOutput(model)
+    if cfg.train.zero_stage == 3:
+        dummy = torch.zeros(1, cfg.model.num_frames, 3, size, size, device=dist.device)
+        outside = register_outside_params(wrapped, lambda: wrapped(dummy))
+        _logger.info("ZeRO-3: %d parameters used outside their module's forward: %s", len(outside), "; ".join(outside))
     optimizer = build_optimizer(model, cfg.optim)
-    engine = initialize_engine(model, optimizer, ds_config(cfg.train, cfg.optim.grad_clip, plan,
+    engine = initialize_engine(wrapped, optimizer, ds_config(cfg.train, cfg.optim.grad_clip, plan,
                                                            on_gpu=dist.device.type == "cuda"))
     schedule = WarmupCosine.from_epochs(base_lr=cfg.optim.lr, min_lr=cfg.optim.min_lr, epochs=cfg.optim.epochs,
                                         warmup_epochs=cfg.optim.warmup_epochs,

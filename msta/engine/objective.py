@@ -15,7 +15,17 @@ from msta.config import LossCfg
 from msta.engine.descriptions import DescriptionTargets
 from msta.losses import LossOutput, infonce_loss, total_loss
 
-__all__ = ["Objective", "to_device"]
+__all__ = ["Objective", "to_device", "model_forward"]
+
+
+def model_forward(engine, *args, **kwargs):
+    """Calls the engine (so ZeRO-3 gathers parameters) and returns the model's own output type.
+
+    The engine wraps a `TupleOutput` (see deepspeed_setup), which returns a tuple; it is turned back here.
+    """
+    out = engine(*args, **kwargs)
+    wrapper = getattr(engine, "module", engine)
+    return wrapper.as_output(out) if isinstance(out, tuple) and hasattr(wrapper, "as_output") else out
 
 
 def to_device(batch: dict, device: torch.device, dtype: torch.dtype) -> dict:
@@ -47,10 +57,10 @@ class Objective:
         """`engine` is the DeepSpeed engine (or the model): under ZeRO-3 only its forward gathers the parameters."""
         if self.cfg.kind == "infonce":
             ids = self.tokenize(batch["text"]).to(batch["video"].device)
-            out = engine(batch["video"], texts=ids)
+            out = model_forward(engine, batch["video"], texts=ids)
             loss = infonce_loss(out.video_emb, out.class_emb, out.logit_scale)
             return LossOutput(total=loss, ce=loss, cc=loss.new_zeros(()))
-        out = engine(batch["video"])
+        out = model_forward(engine, batch["video"])
         use_cc = self.cfg.consistency and self.targets is not None
         return total_loss(out.video_emb, out.class_emb, batch["label"], out.logit_scale,
                           spatial_target=self.targets.spatial if use_cc else None,

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from msta.config import TrainCfg
 from msta.engine import checkpoint as ckpt
 from msta.engine.deepspeed_setup import BatchPlan
-from msta.engine.distributed import DistInfo, barrier
+from msta.engine.distributed import DistInfo, all_reduce_sum, barrier
 from msta.engine.evaluation import evaluate_top1
 from msta.engine.loaders import TrainSampler
 from msta.engine.logging import MetricWriter, Throughput, progress_bar, step_line
@@ -103,14 +103,20 @@ class Trainer:
     def _train_step(self, micro_batches: list[dict], lr: float) -> dict[str, float]:
         """Forward, backward and engine.step per micro batch; DeepSpeed steps the optimiser on the last one."""
         set_lr(self.engine.optimizer, lr)
-        sums: dict[str, float] = {}
+        terms = []
         for batch in micro_batches:
             loss = self.objective(self.engine, to_device(batch, self.dist.device, self.dtype))
             self.engine.backward(loss.total)
             self.engine.step()
-            for k, v in loss.as_floats().items():
-                sums[k] = sums.get(k, 0.0) + v / len(micro_batches)
-        return sums
+            terms.append(loss.as_floats())
+        return self._global_mean(terms)
+
+    def _global_mean(self, terms: list[dict[str, float]]) -> dict[str, float]:
+        """Loss terms averaged over the micro batches of all ranks: the loss of the global batch."""
+        names = list(terms[0])
+        local = torch.tensor([[t[k] for k in names] for t in terms], dtype=torch.float64).mean(0)
+        total = all_reduce_sum(local) / self.plan.world_size
+        return dict(zip(names, total.tolist()))
 
     # ------------------------------------------------------------------------------------------------------------
     # bookkeeping
