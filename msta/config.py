@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ def _check_blocks(name: str, blocks: tuple[int, int]) -> None:
 @dataclass(frozen=True)
 class MstaCfg:
     """Multi-modal spatio-temporal adapters (DESIGN §2): parallel to whole blocks of both encoders."""
-    enabled: bool = True
+    enabled: bool = True                      # add MSTA adapters
     text_blocks: tuple[int, int] = (8, 12)    # 1-based, inclusive; adapters in text blocks first..last
     vision_blocks: tuple[int, int] = (8, 12)  # 1-based, inclusive; shared projection exists where both overlap
     dim: int = 128                            # bottleneck r
@@ -65,7 +66,7 @@ class MstaCfg:
 @dataclass(frozen=True)
 class StAdapterCfg:
     """ST-Adapters (Pan et al. 2022): fc1 -> depthwise temporal Conv3d (zero init) -> fc2 on patch tokens."""
-    enabled: bool = False
+    enabled: bool = False                     # add ST-Adapters (can be combined with MSTA)
     blocks: tuple[int, int] = (1, 12)         # 1-based, inclusive, visual blocks
     width: int = 384                          # bottleneck channels
     kernel: int = 3                           # temporal kernel
@@ -94,7 +95,7 @@ class PerfCfg:
 class ModelCfg:
     name: str = "ViT-B-16"                    # any open_clip model name, or one of msta's tiny registered configs
     pretrained: Optional[str] = None          # open_clip tag (downloads only then), a local file, or None (random)
-    num_frames: int = 8
+    num_frames: int = 8                       # frames per clip T
     msta: MstaCfg = field(default_factory=MstaCfg)
     st_adapter: StAdapterCfg = field(default_factory=StAdapterCfg)
     perf: PerfCfg = field(default_factory=PerfCfg)
@@ -106,7 +107,7 @@ class ModelCfg:
 @dataclass(frozen=True)
 class ViewsCfg:
     """Test-time views: temporal clips x spatial crops, softmax scores summed over views."""
-    clips: int = 1
+    clips: int = 1                            # temporal clips per video
     crops: int = 1                            # 1 = centre crop, 3 = three crops along the long side
 
     def __post_init__(self):
@@ -123,23 +124,24 @@ class DataCfg:
     val_list: str = ""                        # held-out list for best-checkpoint selection ("" = split from train)
     test_list: str = ""                       # evaluation list
     shots: int = 0                            # >0: draw K videos per class from train_list with data.seed
-    seed: int = 1
+    seed: int = 1                             # seed of the few-shot draw and the hold-out
     val_fraction: float = 0.1                 # part of the training data held out for model selection
     select_on: str = "val"                    # "val" (held out from train) or "test" (the peers' habit; reported)
-    input_size: int = 224
+    input_size: int = 224                     # crop size fed to the model (the model's image size)
     sampling: str = "segment"                 # "segment" (TSN) or "dense"
     stride: int = 2                           # dense sampling stride
     backend: str = "decord"                   # "decord" or "pyav"
     flip: bool = True                         # horizontal flip in training (off for SSv2)
     color_jitter: float = 0.8                 # probability
     grayscale: float = 0.2                    # probability
-    num_workers: int = 2
+    num_workers: int = 2                      # DataLoader worker processes
     max_bad_fraction: float = 0.05            # stop with a report when more of the videos are bad
     min_frames: int = 1                       # fewer decodable frames = bad video; shorter clips repeat frames
     views: ViewsCfg = field(default_factory=ViewsCfg)
 
     def __post_init__(self):
-        _check(self.sampling in ("segment", "dense"), f"data.sampling must be 'segment' or 'dense', got {self.sampling!r}")
+        _check(self.sampling in ("segment", "dense"),
+               f"data.sampling must be 'segment' or 'dense', got {self.sampling!r}")
         _check(self.backend in ("decord", "pyav"), f"data.backend must be 'decord' or 'pyav', got {self.backend!r}")
         _check(self.select_on in ("val", "test"), f"data.select_on must be 'val' or 'test', got {self.select_on!r}")
         _check(self.shots >= 0, f"data.shots must be >= 0, got {self.shots}")
@@ -176,13 +178,13 @@ class LossCfg:
 
 @dataclass(frozen=True)
 class OptimCfg:
-    lr: float = 1e-3
-    weight_decay: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-8
-    epochs: int = 50
-    warmup_epochs: float = 5.0
-    min_lr: float = 1e-5
+    lr: float = 1e-3                          # AdamW peak learning rate
+    weight_decay: float = 1e-3                # AdamW weight decay (not on biases and 1-d tensors)
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
+    eps: float = 1e-8                         # AdamW epsilon
+    epochs: int = 50                          # training epochs
+    warmup_epochs: float = 5.0                # linear warm-up from 0, then cosine
+    min_lr: float = 1e-5                      # learning rate at the end of the cosine
     grad_clip: float = 1.0                    # 0 disables clipping
 
     def __post_init__(self):
@@ -195,12 +197,12 @@ class OptimCfg:
 
 @dataclass(frozen=True)
 class TrainCfg:
-    out_dir: str = "runs/default"
+    out_dir: str = "runs/default"             # run folder: config, checkpoints, logs
     batch_size: int = 32                      # global batch = micro_batch * grad_accum * world size (checked)
-    micro_batch: int = 8
-    zero_stage: int = 1
+    micro_batch: int = 8                      # clips per process per forward; accumulation fills the global batch
+    zero_stage: int = 1                       # DeepSpeed ZeRO stage
     precision: str = "fp32"                   # "fp32", "bf16" or "fp16" (GPU only)
-    seed: int = 1
+    seed: int = 1                             # seed of initialisation, data order and augmentation
     max_steps: int = 0                        # >0 caps the run (smoke tests, benchmarks)
     eval_every: int = 5                       # epochs between evaluations (0: only at the end)
     ckpt_every: int = 1                       # epochs between checkpoints
@@ -218,7 +220,7 @@ class TrainCfg:
 @dataclass(frozen=True)
 class EvalCfg:
     protocol: str = "fewshot"                 # "zeroshot", "fewshot", "b2n" or "supervised"
-    batch_size: int = 8
+    batch_size: int = 8                       # videos per evaluation batch (all their views in one forward)
     splits: tuple[str, ...] = ()              # test lists for multi-split protocols (zero-shot HMDB/UCF: 3 splits)
     class_tables: tuple[str, ...] = ()        # one class table per split where classes differ (K600 draws, b2n)
     half_class_draws: int = 0                 # >0: also the half-class variant with this many seeded draws
@@ -249,7 +251,14 @@ class ExperimentCfg:
 
 
 def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    """`tuple[int, int]`, `str or None`: readable annotation names for messages and the reference."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join("None" if a is type(None) else _type_name(a) for a in args)
+    if args:
+        inner = ", ".join("..." if a is Ellipsis else _type_name(a) for a in args)
+        return f"{typing.get_origin(tp).__name__}[{inner}]"
+    return getattr(tp, "__name__", str(tp))
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -398,3 +407,45 @@ def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Expe
 def dump_config(cfg: ExperimentCfg, path: str | Path) -> None:
     """Writes the resolved config; `load_config` of the file gives `cfg` back."""
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def config_reference() -> str:
+    """Markdown tables of every config key with its type, default and the comment beside it in this file."""
+    import ast
+    import inspect
+
+    source = inspect.getsource(sys.modules[__name__])
+    lines = source.splitlines()
+    classes = {node.name: node for node in ast.parse(source).body if isinstance(node, ast.ClassDef)}
+
+    def rows(cls: type, prefix: str) -> list[str]:
+        out = []
+        comments = {}
+        for stmt in classes[cls.__name__].body:
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                line = lines[stmt.lineno - 1]
+                comments[stmt.target.id] = line.split("#", 1)[1].strip() if "#" in line else ""
+        hints = typing.get_type_hints(cls)
+        default = cls()
+        for f in dataclasses.fields(cls):
+            key = f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(hints[f.name]):
+                out += rows(hints[f.name], key + ".")
+                continue
+            value = config_to_dict(getattr(default, f.name)) if dataclasses.is_dataclass(default) else None
+            shown = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+            tp = _type_name(hints[f.name])
+            out.append(f"| `{key}` | {tp} | `{shown}` | {comments.get(f.name, '')} |")
+        return out
+
+    parts = ["## Config reference", "",
+             "Every key, generated from `msta/config.py` (`python scripts/config_reference.py`). Configs inherit with "
+             "`_base_: [files]`; any key can be overridden with `--opts key.path=value`; an unknown key or a wrong "
+             "type is an error naming the key and the closest valid one.", ""]
+    for f in dataclasses.fields(ExperimentCfg):
+        tp = typing.get_type_hints(ExperimentCfg)[f.name]
+        if not dataclasses.is_dataclass(tp):
+            continue
+        parts += [f"**{f.name}**", "", "| key | type | default | meaning |", "|---|---|---|---|",
+                  *rows(tp, f"{f.name}."), ""]
+    return "\n".join(parts).rstrip()
