@@ -99,6 +99,7 @@ class ModelCfg:
     msta: MstaCfg = field(default_factory=MstaCfg)
     st_adapter: StAdapterCfg = field(default_factory=StAdapterCfg)
     perf: PerfCfg = field(default_factory=PerfCfg)
+    init_adapters: str = ""                   # adapters file to start training from (e.g. a K400 run); "" = scratch
 
     def __post_init__(self):
         _check(self.num_frames >= 1, f"model.num_frames must be >= 1, got {self.num_frames}")

@@ -31,11 +31,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from msta.config import ConfigError
     from msta.eval.loading import read_checkpoint, resolve_config
-    from msta.eval.runner import run_zeroshot
+    from msta.eval.runner import run_zeroshot, zeroshot_targets
 
     try:
         ckpt = read_checkpoint(args.ckpt) if args.ckpt else None
         cfg = resolve_config(args.cfg, ckpt, args.opts)
+        zeroshot_targets(cfg)   # every target config exists and validates before the model is built
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

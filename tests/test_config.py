@@ -30,7 +30,7 @@ def test_shipped_configs_follow_the_paper_recipe(path):
     assert (cfg.loss.alpha, cfg.loss.consistency, cfg.text.num_descriptions) == (1.0, True, 2)
     if cfg.data.dataset == "ssv2":
         assert cfg.data.flip is False
-    clips = {"hmdb51": 10, "ucf101": 5, "k400": 4, "ssv2": 2}[cfg.data.dataset]
+    clips = {"hmdb51": 10, "ucf101": 5, "k400": 4, "k600": 4, "ssv2": 2}[cfg.data.dataset]
     assert (cfg.data.views.clips, cfg.data.views.crops) == (clips, 3)
 
 

@@ -27,13 +27,14 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 from .annotations import VideoItem, write_class_table, write_video_list
 
 __all__ = [
     "VIDEO_EXTENSIONS", "PreparedDataset", "index_videos", "prepare_hmdb51", "prepare_ucf101", "prepare_kinetics",
     "prepare_ssv2", "PREPARERS", "prepare_dataset", "write_prepared", "write_protocol_splits",
+    "K600_ZS_POOLS", "write_k600_zero_shot",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -281,4 +282,72 @@ def write_protocol_splits(prepared: PreparedDataset, out_dir: str | os.PathLike,
     written["novel_labels"] = write_class_table(out / "b2n" / "novel_labels.csv", b2n.novel_classes)
     written["base_val"] = write_video_list(out / "b2n" / "base_val.txt", b2n.base_test)
     written["novel_val"] = write_video_list(out / "b2n" / "novel_val.txt", b2n.novel_test)
+    return written
+
+
+# which K600 videos the zero-shot lists draw from (peers §3.1: the peers' "K600 ZS" numbers use different pools)
+K600_ZS_POOLS = {
+    "val": ("val",),                    # Open-VCLIP / FROSTER: K600 val videos only, about 45 per class
+    "all": ("train", "val", "test"),    # ViFi-CLIP / OST / TC-CLIP: every K600 video of the class, about 88 per class
+}
+
+
+def write_k600_zero_shot(prepared: PreparedDataset, out_dir: str | os.PathLike, k400_classes: Sequence[str], *,
+                         pool: str = "val", draws: int = 3, size: int = 160, seed: int = 0,
+                         aliases: Optional[dict[str, str]] = None) -> dict[str, Path]:
+    """Writes the K600 zero-shot files (ER-ZSAR protocol): the classes not in K400 and `draws` seeded draws of them.
+
+    Files under `out_dir`: `zs_novel_classes.csv` (the novel classes in K600 order), and per draw n = 1..draws
+    `zs_draw{n}_classes.csv` (its `size` classes, re-indexed 0..size-1) and `zs_draw{n}.txt` (the pool's videos of
+    those classes, labels into that table), plus `zs_report.txt` naming the pool, seed and renames used.
+
+    Args:
+        prepared: the K600 dataset (`prepare_kinetics(root, "k600")`).
+        k400_classes: the K400 class table (raw labels, e.g. data/k400/lists/classes.csv).
+        pool: a key of K600_ZS_POOLS ("val": K600 val videos; "all": train + val + test).
+        draws, size, seed: `k600_zero_shot_draws` (3 x 160 from seed 0 by default).
+        aliases: K600 -> K400 renames (default `K600_RENAMED_FROM_K400`).
+
+    Raises:
+        ValueError: unknown pool, a pool split the layout lacks, or fewer novel classes than `size`.
+    """
+    from .splits import K600_RENAMED_FROM_K400, k600_novel_classes, k600_zero_shot_draws, subset_classes
+
+    if pool not in K600_ZS_POOLS:
+        raise ValueError(f"unknown K600 zero-shot pool {pool!r}; choose one of {sorted(K600_ZS_POOLS)}")
+    lacking = [s for s in K600_ZS_POOLS[pool] if s not in prepared.splits]
+    if len(lacking) == len(K600_ZS_POOLS[pool]):
+        raise ValueError(f"K600 zero-shot pool {pool!r} needs the {', '.join(lacking)} split(s), which {prepared.name} "
+                         f"lacks (found {sorted(prepared.splits)}); is the annotation CSV under --root?")
+    if lacking:
+        _logger.warning("K600 zero-shot pool %r: no labelled %s split; the pool is the other splits (zs_report.txt)",
+                        pool, ", ".join(lacking))
+    aliases = K600_RENAMED_FROM_K400 if aliases is None else aliases
+    novel = k600_novel_classes(prepared.classes, k400_classes, aliases=aliases)
+    if len(novel) != 220:
+        _logger.warning("%d K600 classes are not in K400 (the protocol has 220); check the K400 class table and the "
+                        "renames in msta.data.splits.K600_RENAMED_FROM_K400", len(novel))
+    items = [it for s in K600_ZS_POOLS[pool] for it in prepared.splits.get(s, [])]
+    out = Path(out_dir)
+    written = {"zs_novel_classes": write_class_table(out / "zs_novel_classes.csv", novel)}
+    per_class: dict[str, int] = defaultdict(int)
+    for it in items:
+        per_class[prepared.classes[it.label]] += 1
+    sizes = []
+    for n, keep in enumerate(k600_zero_shot_draws(novel, draws=draws, size=size, seed=seed), 1):
+        sub, table = subset_classes(items, prepared.classes, keep)
+        written[f"zs_draw{n}_classes"] = write_class_table(out / f"zs_draw{n}_classes.csv", table)
+        written[f"zs_draw{n}"] = write_video_list(out / f"zs_draw{n}.txt", sub)
+        sizes.append(len(sub))
+    empty = [c for c in novel if per_class[c] == 0]
+    splits = " + ".join(s for s in K600_ZS_POOLS[pool] if s in prepared.splits)
+    lines = [f"pool\t{pool}: all K600 {splits} videos of the drawn classes ({len(novel)} novel classes, "
+             f"{sum(per_class[c] for c in novel)} videos)",
+             f"draws\t{draws} x {size} classes, seed {seed}; videos per draw: {', '.join(map(str, sizes))}",
+             f"renamed\t{len(aliases)} K600 -> K400 renames: " + "; ".join(f"{k} -> {v}" for k, v in aliases.items())]
+    lines += [f"empty\t{c}" for c in empty]
+    (out / "zs_report.txt").write_text("\n".join(lines) + "\n")
+    written["zs_report"] = out / "zs_report.txt"
+    _logger.info("K600 zero-shot: %d novel classes, %d draws of %d, pool %s (%s): %s videos", len(novel), draws,
+                 size, pool, splits, "/".join(map(str, sizes)))
     return written

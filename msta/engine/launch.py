@@ -66,6 +66,28 @@ def _class_table(cfg: ExperimentCfg) -> list[str]:
     return read_class_table(cfg.data.class_table)
 
 
+def _init_adapters(cfg: ExperimentCfg, model) -> None:
+    """Starts the adapters from `model.init_adapters` (e.g. a K400 run's best.pt) instead of their fresh init.
+
+    Raises:
+        FileNotFoundError / ValueError: the file is missing, or its adapters do not fit this model; both name the key.
+    """
+    path = cfg.model.init_adapters
+    if not path:
+        return
+    try:
+        payload = ckpt.load_adapters(path)
+        model.load_adapter_state_dict(payload["state_dict"])
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"model.init_adapters: {e}; give an adapters file (run/best.pt) or set "
+                                "model.init_adapters='' to train from scratch") from None
+    except ValueError as e:
+        raise ValueError(f"model.init_adapters={path}: {e}") from None
+    source = payload.get("config", {}).get("data", {}).get("dataset", "?")
+    _logger.info("adapters initialised from %s (trained on %s, step %s) instead of from scratch", path, source,
+                 payload.get("step"))
+
+
 def _targets(cfg: ExperimentCfg, model, prompts, dist: DistInfo) -> Optional[DescriptionTargets]:
     """The L_CC targets, with the frozen teacher, before deepspeed.initialize (ZeRO-3 partitions after it)."""
     if cfg.loss.kind != "classification" or not cfg.loss.consistency or cfg.loss.alpha == 0:
@@ -131,6 +153,7 @@ def _train(cfg: ExperimentCfg, dist: DistInfo, run_dir: Path, resume: Optional[s
     plan = plan_batch(cfg.train, dist.world_size)  # fail on a bad batch split before any heavy work
     torch.manual_seed(cfg.train.seed)  # identical random init (frozen weights, adapters) on every rank
     model = build_model(cfg.model)
+    _init_adapters(cfg, model)
     raw_labels = _class_table(cfg)
     prompts = prompts_from_config(cfg.text, cfg.data.dataset, raw_labels,
                                   need_descriptions=cfg.loss.consistency and cfg.loss.kind == "classification")
@@ -149,7 +172,7 @@ def _train(cfg: ExperimentCfg, dist: DistInfo, run_dir: Path, resume: Optional[s
     select_on = cfg.data.select_on
     if select_on == "val" and splits.val is None:
         _logger.warning("data.select_on=val but nothing is held out (data.val_list empty, data.val_fraction 0); "
-                        "selecting the best checkpoint on the test split instead (reported in results.json)")
+                        "selecting the best checkpoint on the test split instead (reported in train_summary.json)")
         select_on = "test"
     select_set = splits.val if select_on == "val" else splits.test
     sampler = TrainSampler(len(splits.train), global_batch=plan.global_batch, rank=dist.rank,

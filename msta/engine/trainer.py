@@ -25,9 +25,11 @@ from msta.engine.logging import MetricWriter, Throughput, progress_bar, step_lin
 from msta.engine.objective import Objective, to_device
 from msta.engine.optim import set_lr
 
-__all__ = ["TrainState", "Trainer"]
+__all__ = ["SUMMARY_FILE", "TrainState", "Trainer"]
 
 _logger = logging.getLogger(__name__)
+
+SUMMARY_FILE = "train_summary.json"   # the run's training summary; evaluation records are results.json elsewhere
 
 
 @dataclass
@@ -81,7 +83,7 @@ class Trainer:
     # the loop
 
     def fit(self) -> dict:
-        """Trains to `total_steps`; returns the results written to `run_dir/results.json`."""
+        """Trains to `total_steps`; returns the summary written to `run_dir/train_summary.json` (SUMMARY_FILE)."""
         self.meter = Throughput(self.total_steps)
         self.bar = progress_bar(self.total_steps, self.state.step, enabled=self.dist.is_main)
         _logger.info("training %d steps (%d epochs of %d), global batch %d = %d micro x %d accumulation x %d ranks",
@@ -216,7 +218,7 @@ class Trainer:
                    f"last_{self.select_on}": self.last_eval, "bad_videos": bad,
                    "global_batch": self.plan.global_batch, "world_size": self.plan.world_size}
         if self.dist.is_main:
-            (self.run_dir / "results.json").write_text(json.dumps(results, indent=2))
+            (self.run_dir / SUMMARY_FILE).write_text(json.dumps(results, indent=2))
             _logger.info("done: %d steps; best %s top1 %s at step %d; bad videos %s", self.state.step,
                          self.select_on, results[f"best_{self.select_on}_top1"], self.state.best_step, bad)
         barrier()

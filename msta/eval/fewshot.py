@@ -1,8 +1,9 @@
 """Gathering few-shot results: the K = 2, 4, 8, 16 records of one or more datasets in one table and one plot.
 
 Each source is an evaluation record (``results.json`` written by ``protocols.fewshot``), a folder holding one, or a
-training run folder whose few-shot evaluation lives in ``<run>/eval_fewshot/``. A training run's own
-``results.json`` (the engine's summary, a different schema) is recognised and answered with the command to run.
+training run folder whose few-shot evaluation lives in ``<run>/eval_fewshot/``. The engine writes its training
+summary to ``<run>/train_summary.json``; a run folder without an evaluation is answered with the command to run
+(runs written before the rename hold the summary as ``results.json``, a different schema that is skipped).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ _logger = logging.getLogger(__name__)
 
 FEWSHOT_EVAL_DIR = "eval_fewshot"   # where scripts/eval.py puts a run's few-shot evaluation by default
 SUMMARY_FILE = "fewshot_summary.json"
+TRAIN_SUMMARY_FILE = "train_summary.json"   # msta.engine.trainer.SUMMARY_FILE (not imported: no engine deps here)
 
 
 def find_fewshot_record(source: str | Path) -> tuple[Path, EvalRecord]:
@@ -35,13 +37,14 @@ def find_fewshot_record(source: str | Path) -> tuple[Path, EvalRecord]:
         if not path.is_file():
             continue
         data = json.loads(path.read_text(encoding="utf-8"))
-        if "protocol" not in data:  # the training engine's summary, not an evaluation record
+        if "protocol" not in data:  # an older run's training summary (now train_summary.json), not a record
             continue
         record = EvalRecord.from_dict(data)
         if record.protocol != "fewshot":
             raise ValueError(f"{path} is a {record.protocol!r} record, not a few-shot one")
         return path, record
-    raise FileNotFoundError(f"no few-shot evaluation record at {source} (looked for "
+    run = " (a training run: it holds train_summary.json)" if (source / TRAIN_SUMMARY_FILE).is_file() else ""
+    raise FileNotFoundError(f"no few-shot evaluation record at {source}{run} (looked for "
                             f"{', '.join(str(c) for c in candidates)}); evaluate the run first: "
                             f"python scripts/eval.py --cfg CONFIG --protocol fewshot --ckpt {source}/best.pt")
 
@@ -54,6 +57,9 @@ def _check_same(records: Sequence[EvalRecord], paths: Sequence[Path]) -> list[st
         if len(values) > 1:
             notes.append(f"runs differ in {key}: " + "; ".join(f"{p}: {getattr(r, key)}"
                                                                 for r, p in zip(records, paths)))
+    if len({r.extra.get("start") for r in records}) > 1:   # CLIP vs K400-finetuned starts differ by 5-8 pts
+        notes.append("runs differ in their starting point: " + "; ".join(f"{p}: {r.extra.get('start')}"
+                                                                         for r, p in zip(records, paths)))
     for n in notes:
         _logger.warning("%s", n)
     return notes

@@ -71,7 +71,8 @@ def resolve_config(cfg_path: Optional[str], ckpt: Optional[LoadedCheckpoint],
         cfg = load_config(cfg_path, opts)
         if ckpt is not None:
             ours, theirs = config_to_dict(cfg.model), config_to_dict(ckpt.config.model)
-            diff = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
+            diff = {k: (theirs.get(k), v) for k, v in ours.items()
+                    if theirs.get(k) != v and k != "init_adapters"}   # where training started, not the model
             if diff:
                 _logger.warning("model config differs from the checkpoint's (%s) in %s; using --cfg's",
                                 ckpt.path, ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in diff.items()))

@@ -25,6 +25,7 @@ def provenance_markdown(record: EvalRecord) -> str:
         f"- protocol: **{record.protocol}** on **{record.dataset}**",
         f"- model: {record.model_name}, weights: {record.pretrained or 'random init'}",
         f"- checkpoint: {record.checkpoint or 'none (frozen CLIP, no adapters)'}",
+        *([f"- start: {record.extra['start']}"] if record.extra.get("start") else []),   # few-shot: CLIP or K400
         f"- frames: {record.num_frames}, views: {views['clips']} clips x {views['crops']} crops "
         f"(softmax scores summed over views)",
         f"- templates ({len(record.templates)}): " + ", ".join(f"`{t}`" for t in templates),

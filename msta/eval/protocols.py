@@ -219,6 +219,28 @@ def zeroshot(cfg: ExperimentCfg, model, *, checkpoint: Optional[LoadedCheckpoint
     return record
 
 
+def _start(checkpoint: Optional[LoadedCheckpoint]) -> str:
+    """What a few-shot run started from (peers §3.2: "from CLIP" and "after K400 fine-tuning" differ by 5-8 pts).
+
+    "CLIP" when ``model.init_adapters`` was empty, else "<DATASET>-finetuned" with the dataset read from the
+    initial adapters' embedded config (the path alone when that file can no longer be read).
+    """
+    if checkpoint is None:
+        return "frozen CLIP, no adapters"
+    init = checkpoint.config.model.init_adapters
+    if not init:
+        return "CLIP (adapters trained from scratch)"
+    from msta.engine.checkpoint import load_adapters
+
+    try:
+        dataset = load_adapters(init)["config"]["data"]["dataset"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        _logger.warning("model.init_adapters=%s of %s cannot be read (%s); the record names the path only", init,
+                        checkpoint.path, e)
+        return f"adapters initialised from {init}"
+    return f"{dataset.upper()}-finetuned (adapters initialised from {init})"
+
+
 def fewshot(cfg: ExperimentCfg, model, *, checkpoint: Optional[LoadedCheckpoint] = None,
             out_dir: Optional[str | Path] = None) -> EvalRecord:
     """All-way evaluation of one few-shot run; K and the draw seed come from the checkpoint's config."""
@@ -226,8 +248,8 @@ def fewshot(cfg: ExperimentCfg, model, *, checkpoint: Optional[LoadedCheckpoint]
     split_metrics = {n: m.accuracy() for n, m in scored.splits.items()}
     run = checkpoint.config if checkpoint is not None else cfg
     extra = {"shots": run.data.shots, "shots_seed": run.data.seed, "train_list": run.data.train_list,
-             "selected_on": run.data.select_on,
-             "start": "CLIP (adapters trained from scratch)" if checkpoint is not None else "frozen CLIP, no adapters"}
+             "selected_on": run.data.select_on, "start": _start(checkpoint),
+             "init_adapters": run.model.init_adapters if checkpoint is not None else ""}
     record = _record(cfg, "fewshot", scored, _checkpoint_name(checkpoint), metrics=_summary(split_metrics),
                      split_metrics=split_metrics, extra=extra)
     if out_dir is not None:

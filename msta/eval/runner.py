@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from msta.config import ExperimentCfg, load_config
+from msta.config import ConfigError, ExperimentCfg, load_config
 from msta.eval import protocols as P
 from msta.eval.evaluator import ClassBank
 from msta.eval.fewshot import gather_fewshot
@@ -20,7 +20,7 @@ from msta.eval.loading import LoadedCheckpoint, build_eval_model
 from msta.eval.outputs import MARKDOWN_FILE
 from msta.eval.report import EvalRecord, render_markdown
 
-__all__ = ["PROTOCOLS", "default_out_dir", "run_protocol", "run_zeroshot"]
+__all__ = ["PROTOCOLS", "default_out_dir", "run_protocol", "zeroshot_targets", "run_zeroshot"]
 
 _logger = logging.getLogger(__name__)
 
@@ -90,6 +90,27 @@ def _run_name(ckpt: Optional[LoadedCheckpoint], i: int) -> str:
     return (path.parent.name if path.suffix == ".pt" else path.name) or f"run{i}"
 
 
+def zeroshot_targets(cfg: ExperimentCfg) -> list[tuple[str, ExperimentCfg]]:
+    """The (path, config) of every entry of ``cfg.eval.targets``, or ``[("", cfg)]`` when it names none.
+
+    Target paths, like the data paths inside them, are relative to the working directory (the repository root for
+    the shipped configs, e.g. ``configs/zeroshot_hmdb.yaml``); absolute paths work from anywhere.
+
+    Raises:
+        ConfigError: a target file that does not exist or does not validate, naming ``eval.targets``.
+    """
+    out = []
+    for t in cfg.eval.targets:
+        if not Path(t).is_file():
+            raise ConfigError(f"eval.targets: {t} not found (relative to the working directory {Path.cwd()}); run "
+                              "from the repository root, or give absolute paths in eval.targets")
+        try:
+            out.append((t, load_config(t)))
+        except ConfigError as e:
+            raise ConfigError(f"eval.targets: {e}") from None
+    return out or [("", cfg)]
+
+
 def run_zeroshot(cfg: ExperimentCfg, checkpoint: Optional[LoadedCheckpoint] = None,
                  out_dir: Optional[str | Path] = None) -> list[EvalRecord]:
     """Zero-shot on every target of ``cfg.eval.targets`` (configs whose data/text/eval describe a target dataset),
@@ -99,7 +120,7 @@ def run_zeroshot(cfg: ExperimentCfg, checkpoint: Optional[LoadedCheckpoint] = No
         One record per target; with several, ``<out_dir>/results.md`` also gets a one-line-per-target summary.
     """
     out = Path(out_dir) if out_dir else default_out_dir("zeroshot", checkpoint, cfg)
-    targets = [(t, load_config(t)) for t in cfg.eval.targets] or [("", cfg)]
+    targets = zeroshot_targets(cfg)   # before the model: a wrong path fails in a second, not after a build
     model = build_eval_model(cfg.model, checkpoint)
     bank = ClassBank(model)   # targets that share a class set (rare) share its embeddings too
     records = []

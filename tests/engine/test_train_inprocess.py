@@ -49,7 +49,7 @@ def test_tiny_model_trains_and_loss_falls(tmp_path, data_keys, launcher_env):
     assert last < 0.85 * first, (first, last)
     assert any(r["split"] == "val" for r in records)
     assert results["selected_on"] == "val" and results["bad_videos"] == {"train": 0, "val": 0}
-    assert json.loads((run / "results.json").read_text())["steps"] == 12
+    assert json.loads((run / "train_summary.json").read_text())["steps"] == 12
     assert list((run / "tb").glob("events.out.tfevents.*"))
     assert find_last_complete(run).name == "step_000012"
 
@@ -63,3 +63,35 @@ def test_tiny_model_trains_and_loss_falls(tmp_path, data_keys, launcher_env):
     assert set(payload["state_dict"]) == set(initial)
     assert any(not torch.equal(initial[k], v) for k, v in payload["state_dict"].items())
     assert load_adapters(run / "best")["metrics"]["selected_on"] == "val"
+
+
+def test_init_adapters_start_from_saved_weights(tmp_path, data_keys, launcher_env, monkeypatch):
+    from msta.config import config_to_dict
+    from msta.engine import launch
+    from msta.engine.checkpoint import adapter_payload, atomic_torch_save
+    from msta.models import build_model
+
+    cfg = load_config(tiny_config(tmp_path, data_keys))
+    g = torch.Generator().manual_seed(5)
+    saved = {k: torch.randn(v.shape, generator=g) for k, v in build_model(cfg.model).adapter_state_dict().items()}
+    payload = adapter_payload(state_dict=saved, config=config_to_dict(cfg), class_names=[], raw_labels=[],
+                              templates=[], step=7, epoch=1)
+    init = atomic_torch_save(payload, tmp_path / "k400" / "best.pt")
+    missing = load_config(tmp_path / "tiny.yaml", [f"model.init_adapters={tmp_path / 'missing.pt'}"])
+    with pytest.raises(FileNotFoundError, match=r"model\.init_adapters: no adapters file"):
+        launch._init_adapters(missing, build_model(cfg.model))
+    scratch = build_model(cfg.model).adapter_state_dict()
+    assert not all(torch.equal(scratch[k], v) for k, v in saved.items())
+
+    # the model handed to DeepSpeed holds the saved weights; stop there (one DeepSpeed engine per test process)
+    class Stop(Exception):
+        pass
+
+    def capture(wrapped, *args, **kwargs):
+        raise Stop({k: v.detach().clone() for k, v in wrapped.model.adapter_state_dict().items()})
+
+    monkeypatch.setattr(launch, "initialize_engine", capture)
+    with pytest.raises(Stop) as stopped:
+        launch.train(load_config(tmp_path / "tiny.yaml", [f"model.init_adapters={init}"]))
+    start = stopped.value.args[0]
+    assert set(start) == set(saved) and all(torch.equal(start[k], v) for k, v in saved.items())

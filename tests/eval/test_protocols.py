@@ -237,3 +237,19 @@ def test_base_to_novel(world, adapted, tmp_path):
     assert record.split_metrics["seed 2"]["base"] == pytest.approx(direct.split_metrics["base"]["top1"])
     assert "generalised" in (tmp_path / "b2n" / "results.md").read_text()
     model.load_adapter_state_dict(adapted[1].state_dict)  # restore the shared fixture's weights
+
+
+def test_fewshot_record_says_the_starting_point(world, adapted, tmp_path):
+    model, ckpt = adapted
+    cfg = make_cfg(world, protocol="fewshot")
+    k400 = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset="k400"))
+    init = make_checkpoint(tmp_path / "k400" / "best.pt", k400, model, seed=4)
+    run = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_adapters=str(init)))
+    ckpt_k400 = read_checkpoint(make_checkpoint(tmp_path / "k2" / "best.pt", run, model, seed=2, shots=2))
+    record = P.fewshot(cfg, model, checkpoint=ckpt_k400, out_dir=tmp_path / "out")
+    assert record.extra["start"] == f"K400-finetuned (adapters initialised from {init})"
+    assert record.extra["init_adapters"] == str(init)
+    assert "K400-finetuned" in (tmp_path / "out" / "results.md").read_text()
+    assert P._start(ckpt) == "CLIP (adapters trained from scratch)" and P._start(None).startswith("frozen CLIP")
+    init.unlink()   # the initial adapters are gone: the record still names where the run started
+    assert P._start(ckpt_k400) == f"adapters initialised from {init}"

@@ -83,7 +83,7 @@ def test_two_processes_match_one(stage, tmp_path, data_keys, reference):
     assert set(ref["state_dict"]) == set(got["state_dict"])
     for k, v in ref["state_dict"].items():
         torch.testing.assert_close(got["state_dict"][k], v, atol=1e-5, rtol=1e-4, msg=k)
-    assert json.loads((run / "results.json").read_text())["world_size"] == 2
+    assert json.loads((run / "train_summary.json").read_text())["world_size"] == 2
 
 
 @pytest.mark.slow
@@ -98,9 +98,9 @@ def test_sigkill_then_resume_auto_matches_uninterrupted(tmp_path, data_keys, ref
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
     killed_at = find_last_complete(run)
-    assert killed_at is not None and not (run / "results.json").exists(), "the run ended before it was killed"
+    assert killed_at is not None and not (run / "train_summary.json").exists(), "the run ended before it was killed"
     _check(run_train(cfg, tmp_path, "--resume", "auto"))
-    assert json.loads((run / "results.json").read_text())["steps"] == 12
+    assert json.loads((run / "train_summary.json").read_text())["steps"] == 12
     ref, got = load_adapters(reference / "last.pt"), load_adapters(run / "last.pt")
     for k, v in ref["state_dict"].items():
         torch.testing.assert_close(got["state_dict"][k], v, atol=0, rtol=0, msg=k)
