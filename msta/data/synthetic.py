@@ -50,7 +50,7 @@ _POS_PHRASE = {  # (vertical, horizontal) third of the frame -> phrase
     (2, 0): "in the bottom left", (2, 1): "at the bottom", (2, 2): "in the bottom right",
 }
 _SIZE_WORDS = ("small", "", "large")  # radius thirds; the middle third is not named
-_RADIUS = (0.09, 0.22)                # object radius range, as a fraction of the frame size
+_RADIUS = (0.12, 0.22)                # object radius range, as a fraction of the frame size
 _Rng = Union[np.random.Generator, int, None, Any]
 
 
@@ -100,8 +100,7 @@ def render_shapes(shape: np.ndarray, colour: np.ndarray, cx: np.ndarray, cy: np.
         radius: (N,) object radii in pixels.
         size: frame height = width.
         background: (N, 3) RGB background levels in [0, 255].
-        noise_std: std of additive Gaussian pixel noise; needs `rng` when > 0.
-        rng: numpy generator for the noise.
+        noise_std: std of additive Gaussian pixel noise; needs `rng` (numpy generator) when > 0.
 
     Returns:
         (N, size, size, 3) uint8 frames.
@@ -132,9 +131,8 @@ def render_shapes(shape: np.ndarray, colour: np.ndarray, cx: np.ndarray, cy: np.
     return out
 
 
-def _backgrounds(rng: np.random.Generator, n: int) -> np.ndarray:
-    """(n, 3) dark, slightly tinted greys: unsaturated, so every object colour stands out."""
-    return rng.uniform(25, 75, (n, 1)) + rng.uniform(-6, 6, (n, 3))
+def _backgrounds(rng: np.random.Generator, n: int) -> np.ndarray:  # unsaturated: every object colour stands out
+    return rng.uniform(25, 75, (n, 1)) + rng.uniform(-6, 6, (n, 3))     # (n, 3) dark, slightly tinted greys
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -152,7 +150,8 @@ def task_classes(task: str, *, colours: Sequence[str] = DEFAULT_COLOURS, shapes:
     if task == "appearance":
         bad = [c for c in colours if c not in COLOURS] + [s for s in shapes if s not in SHAPES]
         if bad:
-            raise ValueError(f"unknown colours/shapes {bad}; colours: {', '.join(COLOURS)}; shapes: {', '.join(SHAPES)}")
+            raise ValueError(f"unknown colours/shapes {bad}; colours: {', '.join(COLOURS)}; "
+                             f"shapes: {', '.join(SHAPES)}")
         return [f"{c}_{s}" for c in colours for s in shapes]
     raise ValueError(f"unknown synthetic task {task!r}; available: {', '.join(TASKS)}")
 
@@ -198,9 +197,7 @@ def sample_clips(task: str, num_per_class: int, generator: _Rng, *, classes: Opt
         num_per_class: clips per class.
         generator: numpy Generator, int seed or torch.Generator.
         classes: raw labels (default: all of `task_classes(task)` with the given colours and shapes).
-        num_frames: T.
-        size: frame height = width (even, for H.264).
-        noise_std: pixel noise std (0 = plain background).
+        num_frames, size: T and the frame side (even, for H.264). noise_std: pixel noise std (0 = plain).
         colours, shapes: the vocabulary that appearance classes are built from and motion clips draw from.
 
     Returns:
@@ -216,7 +213,8 @@ def sample_clips(task: str, num_per_class: int, generator: _Rng, *, classes: Opt
         shape = rng.choice([SHAPES.index(s) for s in shapes], n)
         colour = rng.choice([COLOURS[c] for c in colours], n).astype(np.float64)
     elif task == "appearance":
-        task_classes("appearance", colours=[c.split("_")[0] for c in classes], shapes=[c.split("_")[1] for c in classes])
+        task_classes("appearance", colours=[c.split("_")[0] for c in classes],
+                     shapes=[c.split("_")[1] for c in classes])
         shape = np.array([SHAPES.index(classes[k].split("_")[1]) for k in labels])
         colour = np.array([COLOURS[classes[k].split("_")[0]] for k in labels], np.float64)
         motion = rng.integers(-1, len(MOTIONS), n)  # any motion, or none, as a nuisance
@@ -244,11 +242,8 @@ def sample_captioned_frames(n: int, generator: _Rng, *, size: int = 32, noise_st
     prompts use.
 
     Args:
-        n: number of frames.
-        generator: numpy Generator, int seed or torch.Generator.
-        size: frame height = width.
-        noise_std: pixel noise std.
-        colours, shapes: the vocabulary.
+        n: number of frames. generator: numpy Generator, int seed or torch.Generator.
+        size: frame height = width. noise_std: pixel noise std. colours, shapes: the vocabulary.
         with_attributes: also return the attributes (for `caption_compatibility`).
 
     Returns:
@@ -301,8 +296,10 @@ def caption_compatibility(attrs: dict[str, np.ndarray]) -> np.ndarray:
 # prompts and datasets on disk
 
 _DIRECTION_WORDS = {  # class -> (where it starts, where it ends, adverb)
-    "moving_left": ("on the right", "on the left", "leftwards"), "moving_right": ("on the left", "on the right", "rightwards"),
-    "moving_up": ("at the bottom", "at the top", "upwards"), "moving_down": ("at the top", "at the bottom", "downwards"),
+    "moving_left": ("on the right", "on the left", "leftwards"),
+    "moving_right": ("on the left", "on the right", "rightwards"),
+    "moving_up": ("at the bottom", "at the top", "upwards"),
+    "moving_down": ("at the top", "at the bottom", "downwards"),
 }
 
 
@@ -328,7 +325,7 @@ def synthetic_prompts(task: str, classes: Optional[Sequence[str]] = None) -> dic
         elif task == "motion":
             small, large = ("small", "large") if raw == "growing" else ("large", "small")
             out[raw] = {"name": f"a {raw} shape",
-                        "spatial": [f"a {small} coloured shape in the first frames and a {large} one in the last frames",
+                        "spatial": [f"a {small} coloured shape in the first frames, a {large} one in the last",
                                     f"a {small} shape, then a {large} shape, in the same place"],
                         "temporal": [f"the shape becomes {'bigger' if raw == 'growing' else 'smaller'} over time",
                                      f"an object {'expanding' if raw == 'growing' else 'contracting'} steadily"]}
@@ -364,18 +361,11 @@ def write_synthetic_dataset(out_dir: str | Path, task: str, *, splits: Optional[
     derived from (seed, task, split), so adding a split does not change the others.
 
     Args:
-        out_dir: output folder (created).
-        task: "motion" or "appearance".
+        out_dir: output folder (created). task: "motion" or "appearance". seed: base seed.
         splits: split name -> videos per class (default {"train": 16, "test": 16}).
-        seed: base seed.
-        classes: raw labels (default: the task's default classes).
+        classes: raw labels (default: the task's default classes). name: dataset key (default `synthetic_<task>`).
         num_frames, size, fps, noise_std: video length, frame side (even), frame rate, pixel noise.
-        name: dataset key (default `synthetic_<task>`).
-        prompts_dir: where to write the prompts file.
-        progress: show a tqdm bar.
-
-    Returns:
-        The written paths.
+        prompts_dir: where to write the prompts file. progress: show a tqdm bar.
     """
     from tqdm.auto import tqdm
 
