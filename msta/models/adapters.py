@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "GradScale", "grad_scale", "LinearReLU", "MstaTextBranch", "MstaVideoBranch", "MstaLayer", "StAdapter",
-    "temporal_conv_on_patches",
+    "temporal_conv_on_patches", "temporal_conv_shifted",
 ]
 
 
@@ -56,8 +56,14 @@ def _kaiming_(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def _check_frames(frames: int, num_frames: int) -> None:
+    if frames % num_frames:
+        raise ValueError(f"batch of {frames} frames is not divisible by num_frames={num_frames}; "
+                         "pass frames as (B*T, L, D) with the T frames of each clip contiguous")
+
+
 def temporal_conv_on_patches(conv: nn.Conv3d, patches: Tensor, num_frames: int) -> Tensor:
-    """Applies a ``(k, 1, 1)`` Conv3d over time to frame-wise patch tokens.
+    """Applies a ``(k, 1, 1)`` Conv3d over time to frame-wise patch tokens (reference path: the conv module itself).
 
     The kernel is 1x1 in space, so every patch position is independent; regrouping the N patches as an (N, 1)
     "grid" is therefore exactly the (H, W) convolution without assuming a square grid.
@@ -70,12 +76,40 @@ def temporal_conv_on_patches(conv: nn.Conv3d, patches: Tensor, num_frames: int) 
     Returns:
         (B*T, N, C_out).
     """
-    if patches.shape[0] % num_frames:
-        raise ValueError(f"batch of {patches.shape[0]} frames is not divisible by num_frames={num_frames}; "
-                         "pass frames as (B*T, L, D) with the T frames of each clip contiguous")
+    _check_frames(patches.shape[0], num_frames)
     x = rearrange(patches, "(b t) n c -> b c t n 1", t=num_frames)
     x = conv(x)
     return rearrange(x, "b c t n 1 -> (b t) n c")
+
+
+def temporal_conv_shifted(conv: nn.Conv3d, x: Tensor) -> Tensor:
+    """The ``(k, 1, 1)`` grouped Conv3d over time as time-shifted per-channel multiply-adds, from its own weights.
+
+    Exactly the convolution (zero padding ``k // 2``, groups = C_in, C_out a multiple of C_in) on the token
+    layout, so no (B, C, T, N) copies are made and oneDNN's slow depthwise 3-D kernels are avoided: the
+    ST-Adapter's depthwise conv (C_out = C_in) measured about 1.8x faster this way at T = 8 (forward + backward). Output channel
+    ``c * m + j`` reads input channel ``c`` (PyTorch's grouped-conv channel order), so one broadcast product of
+    (..., C_in, 1) by (C_in, m) produces all C_out channels of a tap.
+
+    Args:
+        conv: Conv3d(C_in, m * C_in, (k, 1, 1), padding=(k // 2, 0, 0), groups=C_in), stride 1, no dilation.
+        x: (B, T, N, C_in) tokens grouped by clip (any strides).
+
+    Returns:
+        (B, T, N, C_out), contiguous.
+    """
+    b, t, n, c = x.shape
+    k, pad = conv.kernel_size[0], conv.padding[0]
+    w = conv.weight.view(c, conv.out_channels // c, k)  # (C_in, m, k)
+    xe = x.unsqueeze(-1)  # (B, T, N, C_in, 1)
+    bias = conv.bias.view(c, -1) if conv.bias is not None else torch.zeros_like(w[..., 0])
+    out = torch.addcmul(bias, xe, w[..., pad])  # centre tap, every frame: (B, T, N, C_in, m)
+    for i in range(k):
+        d = i - pad  # tap i reads frame t + d
+        lo, hi = max(0, -d), min(t, t - d)
+        if i != pad and lo < hi:
+            out[:, lo:hi].addcmul_(xe[:, lo + d:hi + d], w[..., i])
+    return out.view(b, t, n, -1)
 
 
 class MstaTextBranch(nn.Module):
@@ -123,6 +157,8 @@ class MstaVideoBranch(nn.Module):
         out = self.up(h)
         if self.temporal is None:
             return out
+        # the Conv3d itself: for this grouped r -> D expansion it measured as fast as temporal_conv_shifted at
+        # T = 8 and faster at T = 2 (whose per-tap broadcast reductions cost more in the backward)
         t_out = temporal_conv_on_patches(self.temporal, h[:, 1:], num_frames)
         return torch.cat([out[:, :1], out[:, 1:] + t_out], dim=1)
 
@@ -156,19 +192,28 @@ class MstaLayer(nn.Module):
                        if vision_width else None)
         _kaiming_(self)
 
-    def _scaled(self, x: Tensor, norm: Callable[[Tensor], Tensor], branch: Callable[[Tensor], Tensor]) -> Tensor:
-        # grad x s on the way into the adapter, x 1/s on the way out: parameters see the unscaled gradient
-        y = norm(grad_scale(x, self.scale))
+    def _scaled(self, x: Tensor, norm: Callable[[Tensor], Tensor], branch: Callable[[Tensor], Tensor],
+                normed: Optional[Tensor]) -> Tensor:
+        # grad x s on the way into the adapter, x 1/s on the way out: parameters see the unscaled gradient.
+        # A frozen norm's backward is linear, so scaling the gradient after it (on a given norm(x)) is the same.
+        y = norm(grad_scale(x, self.scale)) if normed is None else grad_scale(normed, self.scale)
         y = branch(y) * self.scale
         return grad_scale(y, 1.0 / self.scale)
 
-    def forward_text(self, x: Tensor, norm: Callable[[Tensor], Tensor]) -> Tensor:
-        """lambda * A_t(norm(x)): (N, L, D) block input -> (N, L, D) term added to the block output."""
-        return self._scaled(x, norm, lambda y: self.text(y, self.shared))
+    def forward_text(self, x: Tensor, norm: Callable[[Tensor], Tensor], normed: Optional[Tensor] = None) -> Tensor:
+        """lambda * A_t(norm(x)): (N, L, D) block input -> (N, L, D) term added to the block output.
 
-    def forward_visual(self, x: Tensor, norm: Callable[[Tensor], Tensor], num_frames: int) -> Tensor:
-        """lambda * A_v(norm(x)): (B*T, 1+N, D) block input -> (B*T, 1+N, D) term added to the block output."""
-        return self._scaled(x, norm, lambda y: self.visual(y, num_frames, self.shared))
+        ``normed``: ``norm(x)`` when the caller already has it (the norm must be frozen), to skip recomputing it.
+        """
+        return self._scaled(x, norm, lambda y: self.text(y, self.shared), normed)
+
+    def forward_visual(self, x: Tensor, norm: Callable[[Tensor], Tensor], num_frames: int,
+                       normed: Optional[Tensor] = None) -> Tensor:
+        """lambda * A_v(norm(x)): (B*T, 1+N, D) block input -> (B*T, 1+N, D) term added to the block output.
+
+        ``normed``: ``norm(x)`` when the caller already has it (the norm must be frozen), to skip recomputing it.
+        """
+        return self._scaled(x, norm, lambda y: self.visual(y, num_frames, self.shared), normed)
 
 
 class StAdapter(nn.Module):
@@ -191,6 +236,10 @@ class StAdapter(nn.Module):
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         """(B*T, 1+N, D) frame tokens -> (B*T, 1+N, D), out of place."""
+        _check_frames(x.shape[0], num_frames)
+        bt, length, _ = x.shape
         patches = x[:, 1:]
-        delta = self.fc2(temporal_conv_on_patches(self.conv, self.fc1(patches), num_frames))
+        # fc1 on all tokens, then drop CLS: F.linear on the strided patch slice would run as a slow batched matmul
+        h = self.fc1(x).view(bt // num_frames, num_frames, length, -1)[:, :, 1:]  # (B, T, N, w) view
+        delta = self.fc2(temporal_conv_shifted(self.conv, h)).view_as(patches)
         return torch.cat([x[:, :1], patches + delta], dim=1)

@@ -9,6 +9,12 @@ unchanged) and only *references* its adapters, which are registered once in the 
 
 The tower helpers (``text_embed``, ``text_head``, ``visual_embed``, ``visual_head``, ``run_blocks``) let
 ``VideoCLIP`` run the towers in pieces (frozen prefix without autograd, cached text prefix) without knowing them.
+
+Speed: batch-first ``nn.MultiheadAttention`` transposes its input to (L, N, D), so outside its fused inference
+path (eval mode and no autograd) its q/k/v projection runs as a batched matmul with a broadcast weight, about 3x
+slower on CPU than one GEMM. :func:`self_attention` computes the same attention from the module's own weights as
+2-D GEMMs and ``F.scaled_dot_product_attention``; adapted blocks always use it, plain blocks whenever open_clip's
+own call would miss the fused path (:func:`block_forward`).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -25,6 +32,7 @@ from msta.models.adapters import MstaLayer, StAdapter
 
 __all__ = [
     "InjectionContext", "AdaptedBlock", "Injection", "inject_adapters", "text_blocks", "visual_blocks",
+    "self_attention", "block_forward",
     "text_cast_dtype", "text_embed", "text_mask", "text_head", "text_eot_positions", "can_cut_text",
     "visual_embed", "visual_head", "run_blocks", "make_logit_scale_1d", "image_preprocess_info",
 ]
@@ -89,18 +97,20 @@ class AdaptedBlock(nn.Module):
         t = num_frames if num_frames is not None else ctx.num_frames
         bypass = self.modality == "text" and ctx.bypass_text
         x = q_x if st_attn is None else st_attn(q_x, t)
-        mask = attn_mask.to(x.dtype) if attn_mask is not None else None
+        mask = attn_mask.to(x.dtype) if attn_mask is not None else None  # as open_clip's block does
         h = self.ln_1(x)
-        x = x + self.ls_1(self.attn(h, h, h, need_weights=False, attn_mask=mask)[0])
+        x = x + self.ls_1(self_attention(self.attn, h, mask))
         if st_mlp is not None:
             x = st_mlp(x, t)
         x = x + self.ls_2(self.mlp(self.ln_2(x)))
         if msta is not None and not bypass:
-            # parallel to the whole block, on the block input, through the block's own frozen ln_1
+            # parallel to the whole block, on the block input, through the block's own frozen ln_1; without an
+            # ST-Adapter before attention that is h itself, so the norm is not computed (and differentiated) twice
+            normed = h if st_attn is None else None
             if self.modality == "text":
-                x = x + msta.forward_text(q_x, self.ln_1)
+                x = x + msta.forward_text(q_x, self.ln_1, normed=normed)
             else:
-                x = x + msta.forward_visual(q_x, self.ln_1, t)
+                x = x + msta.forward_visual(q_x, self.ln_1, t, normed=normed)
         return x
 
 
@@ -203,12 +213,62 @@ def inject_adapters(clip: nn.Module, msta: MstaCfg, st: StAdapterCfg, model_name
     return Injection(adapters, ctx, first_text, first_visual, summary)
 
 
+def self_attention(attn: nn.MultiheadAttention, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+    """Self-attention of a batch-first ``nn.MultiheadAttention`` from its own weights, as 2-D GEMMs.
+
+    Equals ``attn(x, x, x, need_weights=False, attn_mask=attn_mask)[0]`` (within float rounding) for the packed,
+    bias-kv-free modules open_clip builds: the projections run on the contiguous (N*L, D) tokens instead of the
+    transposed (L, N, D) ones.
+
+    Args:
+        attn: the module (``_qkv_same_embed_dim``, no ``bias_k`` / ``bias_v``, no ``add_zero_attn``).
+        x: (N, L, D) tokens.
+        attn_mask: (L, L) or (N * H, L, L) float mask added to the attention logits, or None.
+
+    Returns:
+        (N, L, D).
+    """
+    n, length, d = x.shape
+    heads = attn.num_heads
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # (N, L, 3D): one GEMM
+    q, k, v = qkv.view(n, length, 3, heads, d // heads).permute(2, 0, 3, 1, 4).unbind(0)  # (N, H, L, D / H) each
+    if attn_mask is not None:
+        # the layouts nn.MultiheadAttention hands to scaled_dot_product_attention
+        shared = attn_mask.dim() == 2 or attn_mask.shape[0] == 1
+        attn_mask = attn_mask.view(1 if shared else n, 1 if shared else heads, *attn_mask.shape[-2:])
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                         dropout_p=attn.dropout if attn.training else 0.0)
+    return attn.out_proj(out.transpose(1, 2).reshape(n, length, d))
+
+
+def _is_plain_block(blk: nn.Module) -> bool:
+    """True for an unmodified open_clip self-attention ResidualAttentionBlock that :func:`block_forward` can run."""
+    from open_clip.transformer import ResidualAttentionBlock
+    attn = getattr(blk, "attn", None)
+    return (type(blk).forward is ResidualAttentionBlock.forward and isinstance(blk, ResidualAttentionBlock)
+            and not hasattr(blk, "ln_1_kv") and isinstance(attn, nn.MultiheadAttention) and attn.batch_first
+            and attn._qkv_same_embed_dim and attn.bias_k is None and not attn.add_zero_attn)
+
+
+def block_forward(blk: nn.Module, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+    """Runs a frozen (non-adapted) block on (N, L, D) tokens -> (N, L, D), through the fastest exact route.
+
+    In eval mode without autograd, open_clip's own call takes nn.MultiheadAttention's fused inference kernel (and
+    stays bit-identical to plain open_clip); otherwise the same block is computed with :func:`self_attention`.
+    """
+    if not (blk.training or torch.is_grad_enabled()) or not _is_plain_block(blk):
+        return blk(x, attn_mask=attn_mask)
+    mask = attn_mask.to(x.dtype) if attn_mask is not None else None  # as open_clip's block does
+    x = x + blk.ls_1(self_attention(blk.attn, blk.ln_1(x), mask))
+    return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+
+
 def run_blocks(blocks: nn.ModuleList, x: Tensor, start: int, stop: int, attn_mask: Optional[Tensor] = None,
                num_frames: Optional[int] = None, checkpointing: bool = False) -> Tensor:
     """Runs ``blocks[start:stop]`` on (N, L, D) tokens; adapted blocks optionally under activation checkpointing."""
     for blk in blocks[start:stop]:
         if not isinstance(blk, AdaptedBlock):
-            x = blk(x, attn_mask=attn_mask)
+            x = block_forward(blk, x, attn_mask)
         elif checkpointing and torch.is_grad_enabled():
             x = checkpoint(blk, x, None, None, attn_mask, num_frames=num_frames, use_reentrant=False)
         else:
