@@ -54,6 +54,7 @@ class MstaCfg:
     vision: bool = True                       # adapt the visual encoder
     temporal: bool = True                     # temporal Conv3d up-projection on the visual side
     temporal_kernel: int = 3                  # kernel over T (odd)
+    temporal_cls: bool = False                # the temporal conv also runs over the per-frame CLS tokens
 
     def __post_init__(self):
         _check(self.dim > 0, f"model.msta.dim must be > 0, got {self.dim}")

@@ -134,11 +134,16 @@ class MstaVideoBranch(nn.Module):
 
     The temporal conv is grouped (groups = r), so at ViT-B/16 with r = 128 it adds 768*3 + 768 = 3,072 parameters
     per layer, the figure that reproduces the authors' 1.744 M count (msta-paper §3.3). It reads the bottleneck
-    of the patch tokens; the CLS token only gets the spatial path.
+    of the patch tokens; the per-frame CLS tokens get the spatial path only, unless ``temporal_cls``: then the
+    conv also runs over each clip's sequence of CLS tokens. With a frame-wise CLIP (one CLS per frame, averaged
+    over time at the end) that is the one temporal path that reaches the pooled embedding directly, including
+    from the last block, whose patch tokens the embedding never reads.
     """
 
-    def __init__(self, width: int, dim: int, temporal: bool = True, kernel: int = 3, own_mid: bool = False):
-        """Args: width: vision width D; dim: bottleneck r; temporal: add the Conv3d path; kernel: its size over T."""
+    def __init__(self, width: int, dim: int, temporal: bool = True, kernel: int = 3, own_mid: bool = False,
+                 temporal_cls: bool = False):
+        """Args: width: vision width D; dim: bottleneck r; temporal: add the Conv3d path; kernel: its size over T;
+        temporal_cls: run the temporal conv over the per-frame CLS tokens too."""
         super().__init__()
         if temporal and width % dim:
             raise ValueError(f"the temporal Conv3d is grouped by the bottleneck (groups=r), so r={dim} must divide "
@@ -149,6 +154,7 @@ class MstaVideoBranch(nn.Module):
         self.up = nn.Linear(dim, width)
         self.temporal = (nn.Conv3d(dim, width, (kernel, 1, 1), padding=(kernel // 2, 0, 0), groups=dim)
                          if temporal else None)
+        self.temporal_cls = temporal_cls
 
     def forward(self, x: Tensor, num_frames: int, shared: Optional[nn.Module] = None) -> Tensor:
         """(B*T, 1+N, D) normalised frame tokens -> (B*T, 1+N, D) unscaled adapter output."""
@@ -159,6 +165,8 @@ class MstaVideoBranch(nn.Module):
             return out
         # the Conv3d itself: for this grouped r -> D expansion it measured as fast as temporal_conv_shifted at
         # T = 8 and faster at T = 2 (whose per-tap broadcast reductions cost more in the backward)
+        if self.temporal_cls:  # every token position, CLS included, is one (k, 1, 1) conv over time
+            return out + temporal_conv_on_patches(self.temporal, h, num_frames)
         t_out = temporal_conv_on_patches(self.temporal, h[:, 1:], num_frames)
         return torch.cat([out[:, :1], out[:, 1:] + t_out], dim=1)
 
@@ -172,7 +180,7 @@ class MstaLayer(nn.Module):
 
     def __init__(self, dim: int, scale: float, text_width: Optional[int] = None,
                  vision_width: Optional[int] = None, shared: bool = True, temporal: bool = True,
-                 kernel: int = 3):
+                 kernel: int = 3, temporal_cls: bool = False):
         """Args:
             dim: bottleneck r.
             scale: lambda, the forward scale of the adapter output.
@@ -181,6 +189,7 @@ class MstaLayer(nn.Module):
             shared: one Linear(r, r)+ReLU used by both branches; False gives each branch a private one.
             temporal: add the temporal Conv3d up-projection on the visual side.
             kernel: temporal kernel size (odd).
+            temporal_cls: the temporal conv also runs over the per-frame CLS tokens.
         """
         super().__init__()
         if text_width is None and vision_width is None:
@@ -188,8 +197,8 @@ class MstaLayer(nn.Module):
         self.scale = scale
         self.shared = LinearReLU(dim, dim) if shared else None
         self.text = MstaTextBranch(text_width, dim, own_mid=not shared) if text_width else None
-        self.visual = (MstaVideoBranch(vision_width, dim, temporal, kernel, own_mid=not shared)
-                       if vision_width else None)
+        self.visual = (MstaVideoBranch(vision_width, dim, temporal, kernel, own_mid=not shared,
+                                       temporal_cls=temporal_cls) if vision_width else None)
         _kaiming_(self)
 
     def _scaled(self, x: Tensor, norm: Callable[[Tensor], Tensor], branch: Callable[[Tensor], Tensor],

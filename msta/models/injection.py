@@ -181,13 +181,14 @@ def inject_adapters(clip: nn.Module, msta: MstaCfg, st: StAdapterCfg, model_name
     if msta.enabled and msta.vision:
         _check_range("model.msta.vision_blocks", msta.vision_blocks, len(vblocks), model_name)
         vis_msta = set(range(msta.vision_blocks[0], msta.vision_blocks[1] + 1))
-        tmp = f" temporal k={msta.temporal_kernel}" if msta.temporal else ""
+        tmp = (f" temporal k={msta.temporal_kernel}{' +cls' if msta.temporal_cls else ''}" if msta.temporal else "")
         summary.append(f"visual.{msta.vision_blocks[0]}-{msta.vision_blocks[1]} msta r={msta.dim}{tmp}")
     layers = nn.ModuleDict()
     for j in sorted(text_ids | vis_msta):
         # a layer index with one modality still owns its shared projection (MMA builds one per index)
         layers[str(j)] = MstaLayer(msta.dim, msta.scale, t_w if j in text_ids else None,
-                                   v_w if j in vis_msta else None, msta.shared, msta.temporal, msta.temporal_kernel)
+                                   v_w if j in vis_msta else None, msta.shared, msta.temporal, msta.temporal_kernel,
+                                   msta.temporal_cls)
     if len(layers):
         adapters["msta"] = layers
     vis_st: set[int] = set()

@@ -209,3 +209,18 @@ def test_param_report_and_adapter_state_dict(plain):
     bad["adapters.bogus"] = torch.zeros(1)
     with pytest.raises(ValueError, match=r"missing keys \['adapters.msta.2.shared.weight'\].*adapters.bogus"):
         other.load_adapter_state_dict(bad)
+
+
+def test_temporal_cls_reaches_the_embedding_from_the_last_block(plain):
+    """Patch-only temporal conv in the last block cannot change the pooled CLS embedding; over the CLS tokens it does,
+    and it is order-sensitive while the spatial path is not."""
+    video = _video(b=1, t=4)
+    last = dataclasses.replace(FULL_MSTA, vision_blocks=(2, 2), text_blocks=(2, 2))
+    patch_only = _build(plain, msta=last).eval()
+    with_cls = _build(plain, msta=dataclasses.replace(last, temporal_cls=True)).eval()
+    with_cls.load_adapter_state_dict(patch_only.adapter_state_dict())   # same weights, same parameter count
+    assert with_cls.param_report().trainable == patch_only.param_report().trainable
+    with torch.no_grad():
+        torch.testing.assert_close(patch_only.encode_video(video), patch_only.encode_video(video.flip(1)),
+                                   atol=1e-6, rtol=1e-5)
+        assert not torch.allclose(with_cls.encode_video(video), with_cls.encode_video(video.flip(1)), atol=1e-5)
