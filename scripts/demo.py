@@ -20,8 +20,10 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for the training runs")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    # msta's own progress at INFO; open_clip logs every model build at INFO on the root logger, which is noise here
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    logging.getLogger("msta").setLevel(logging.INFO)
 
     from msta.demo.pipeline import DemoSettings, run_demo
 

@@ -50,7 +50,8 @@ _POS_PHRASE = {  # (vertical, horizontal) third of the frame -> phrase
     (2, 0): "in the bottom left", (2, 1): "at the bottom", (2, 2): "in the bottom right",
 }
 _SIZE_WORDS = ("small", "", "large")  # radius thirds; the middle third is not named
-_RADIUS = (0.12, 0.22)                # object radius range, as a fraction of the frame size
+_RADIUS = (0.22, 0.32)                # object radius range, as a fraction of the frame size (smaller shapes left
+                                      # a 32 px CLIP unable to tell a triangle from a square within minutes)
 _Rng = Union[np.random.Generator, int, None, Any]
 
 
@@ -165,8 +166,8 @@ def _trajectories(rng: np.random.Generator, motion: np.ndarray, t: int, size: in
     n = motion.shape[0]
     tau = (np.arange(t, dtype=np.float64) - (t - 1) / 2) / max(t - 1, 1)         # (T,) in [-0.5, 0.5]
     lo, hi = _RADIUS[0] * size, _RADIUS[1] * size
-    radius = rng.uniform(0.12 * size, 0.17 * size, n)
-    travel = rng.uniform(0.35, 0.5, n) * size                                    # path length over the clip
+    radius = rng.uniform(0.2 * size, 0.25 * size, n)                             # as large as fits the travel
+    travel = rng.uniform(0.3, 0.4, n) * size                                     # path length over the clip
     vel = np.array([_VELOCITY.get(MOTIONS[m] if m >= 0 else "", (0, 0)) for m in motion], np.float64)
     vel *= travel[:, None]
     margin = radius + 1.0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -50,19 +51,23 @@ class DemoSettings:
     config: Path = ROOT / "configs" / "demo.yaml"
     cache_dir: Optional[Path] = None           # tiny CLIP weights; default $MSTA_CACHE_DIR or ~/.cache/msta
     seed: int = 0
+    num_frames: int = 8                        # frames per video, = model.num_frames of configs/demo.yaml
     train_per_class: int = 16                  # few-shot: K motion clips per class
     test_per_class: int = 32
     appearance_per_class: int = 8
+    pretrain_steps: int = 300                  # tiny CLIP, measured: 99.6 % zero-shot colour + shape in 241 s
     quick: bool = False
     extra_opts: tuple[str, ...] = field(default_factory=tuple)  # applied to every training run
 
     def scaled(self) -> "DemoSettings":
-        """The shortened demo: fewer test videos (training stays the same: the point must still show)."""
+        """The shortened demo (CI): fewer test videos and 10 training epochs. The pretraining stays whole (a shorter
+        cosine schedule ends far lower: 72.5 % at 200 steps) and shares its cache with the full demo."""
         if not self.quick:
             return self
         from dataclasses import replace
 
-        return replace(self, test_per_class=12, appearance_per_class=4)
+        return replace(self, test_per_class=12, appearance_per_class=4,
+                       extra_opts=("optim.epochs=10", "optim.warmup_epochs=1", *self.extra_opts))
 
 
 def _cache_dir(settings: DemoSettings) -> Path:
@@ -75,10 +80,16 @@ def _write_data(settings: DemoSettings) -> dict:
     from msta.data.synthetic import write_synthetic_dataset
 
     data_dir, prompts_dir = settings.out_dir / "data", settings.out_dir / "prompts"
+    prompts_dir.mkdir(parents=True, exist_ok=True)
+    # the prompts folder of a run holds the templates too (text.prompts_dir); the demo uses the shipped ones
+    shutil.copyfile(ROOT / "prompts" / "templates.yaml", prompts_dir / "templates.yaml")
+    # videos as long as the clip: segment sampling then takes every frame, at a constant step
     motion = write_synthetic_dataset(data_dir / "motion", "motion", seed=settings.seed, prompts_dir=prompts_dir,
+                                     num_frames=settings.num_frames,
                                      splits={"train": settings.train_per_class, "test": settings.test_per_class})
     appearance = write_synthetic_dataset(data_dir / "appearance", "appearance", seed=settings.seed,
-                                         prompts_dir=prompts_dir, splits={"test": settings.appearance_per_class})
+                                         num_frames=settings.num_frames, prompts_dir=prompts_dir,
+                                         splits={"test": settings.appearance_per_class})
     return {"motion": motion, "appearance": appearance, "prompts_dir": prompts_dir}
 
 
@@ -151,7 +162,7 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict:
 
     data = _write_data(settings)
     lap("1 generate videos")
-    weights, stats = ensure_pretrained(_cache_dir(settings), PretrainCfg())
+    weights, stats = ensure_pretrained(_cache_dir(settings), PretrainCfg(steps=settings.pretrain_steps))
     lap("2 pretrain tiny CLIP (cached)")
     rows = {"frozen CLIP, zero-shot": _evaluate(settings, "frozen", data, weights, None)}
     lap("3 evaluate frozen CLIP")

@@ -38,10 +38,10 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 class PretrainCfg:
     """Pretraining settings; all of them name the cache file."""
     model: str = "msta-demo"          # open_clip config name (registered by msta.models)
-    steps: int = 400
+    steps: int = 300                  # measured: 94 % at step 200, 100 % at 300 (batch 128, lr 1e-3)
     batch_size: int = 128
-    lr: float = 2e-3                  # AdamW peak, linear warm-up then cosine to 0
-    warmup: int = 30
+    lr: float = 1e-3                  # AdamW peak, linear warm-up then cosine to 0 (3e-3 never learned shape)
+    warmup: int = 20
     weight_decay: float = 0.05
     noise_std: float = 3.0            # pixel noise of the frames, as in the synthetic videos
     colours: tuple[str, ...] = DEFAULT_COLOURS
