@@ -23,13 +23,13 @@ def test_quick_demo_shows_the_temporal_gap(tmp_path):
     result = json.loads((out / "results.json").read_text())
     rows, chance = result["rows"], result["chance"]
     frozen = rows["frozen CLIP, zero-shot"]
-    temporal = rows["MSTA (shared projection + temporal Conv3d)"]
-    flat = rows["MSTA without the temporal up-projection"]
+    temporal = rows["MSTA + ST-Adapters (temporal)"]
+    flat = rows["MSTA without temporal parts"]
     # a frame-wise CLIP cannot see motion: frozen, it is at chance on the 4 directions
     assert frozen["motion"] < chance["motion"] + 20, rows
     # ... while the appearance classes it was pretrained on are recognised zero-shot
     assert frozen["appearance"] >= 80, rows
     for row in (temporal, flat):
         assert 0 <= row["motion"] <= 100 and 0 <= row["appearance"] <= 100
-    assert "| MSTA (shared projection + temporal Conv3d) |" in proc.stdout
+    assert "| MSTA + ST-Adapters (temporal) |" in proc.stdout
     assert (out / "demo_accuracy.png").stat().st_size > 2000

@@ -39,8 +39,9 @@ class Variant:
 
 
 VARIANTS = (
-    Variant("msta", "MSTA (shared projection + temporal Conv3d)"),
-    Variant("msta_no_temporal", "MSTA without the temporal up-projection", ("model.msta.temporal=false",)),
+    Variant("msta", "MSTA + ST-Adapters (temporal)"),
+    Variant("msta_no_temporal", "MSTA without temporal parts", ("model.msta.temporal=false",
+                                                                "model.st_adapter.enabled=false")),
 )
 
 
@@ -52,7 +53,7 @@ class DemoSettings:
     cache_dir: Optional[Path] = None           # tiny CLIP weights; default $MSTA_CACHE_DIR or ~/.cache/msta
     seed: int = 0
     num_frames: int = 8                        # frames per video, = model.num_frames of configs/demo.yaml
-    train_per_class: int = 16                  # few-shot: K motion clips per class
+    train_per_class: int = 32                  # few-shot: K motion clips per class
     test_per_class: int = 32
     appearance_per_class: int = 8
     pretrain_steps: int = 300                  # tiny CLIP, measured: 99.6 % zero-shot colour + shape in 241 s
@@ -60,14 +61,14 @@ class DemoSettings:
     extra_opts: tuple[str, ...] = field(default_factory=tuple)  # applied to every training run
 
     def scaled(self) -> "DemoSettings":
-        """The shortened demo (CI): fewer test videos and 10 training epochs. The pretraining stays whole (a shorter
+        """The shortened demo (CI): fewer test videos and 8 training epochs. The pretraining stays whole (a shorter
         cosine schedule ends far lower: 72.5 % at 200 steps) and shares its cache with the full demo."""
         if not self.quick:
             return self
         from dataclasses import replace
 
         return replace(self, test_per_class=12, appearance_per_class=4,
-                       extra_opts=("optim.epochs=10", "optim.warmup_epochs=1", *self.extra_opts))
+                       extra_opts=("optim.epochs=8", "optim.warmup_epochs=1", *self.extra_opts))
 
 
 def _cache_dir(settings: DemoSettings) -> Path:
@@ -126,7 +127,8 @@ def _evaluate(settings: DemoSettings, tag: str, data: dict, weights: Path, ckpt_
         cfg = load_config(settings.config, [*_data_opts(data[task], data["prompts_dir"]),
                                             f"model.pretrained={weights}"])
         if model is None:
-            model = build_eval_model(cfg.model, ckpt)
+            # the trained variant's own architecture (e.g. without the temporal parts) comes with its checkpoint
+            model = build_eval_model(ckpt.config.model if ckpt is not None else cfg.model, ckpt)
             bank = ClassBank(model)
         record = P.zeroshot(cfg, model, checkpoint=ckpt, out_dir=settings.out_dir / "eval" / tag / task, bank=bank)
         scores[task] = record.metrics["top1_mean"]
