@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -410,44 +409,3 @@ def dump_config(cfg: ExperimentCfg, path: str | Path) -> None:
     """Writes the resolved config; `load_config` of the file gives `cfg` back."""
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
-
-def config_reference() -> str:
-    """Markdown tables of every config key with its type, default and the comment beside it in this file."""
-    import ast
-    import inspect
-
-    source = inspect.getsource(sys.modules[__name__])
-    lines = source.splitlines()
-    classes = {node.name: node for node in ast.parse(source).body if isinstance(node, ast.ClassDef)}
-
-    def rows(cls: type, prefix: str) -> list[str]:
-        out = []
-        comments = {}
-        for stmt in classes[cls.__name__].body:
-            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
-                line = lines[stmt.lineno - 1]
-                comments[stmt.target.id] = line.split("#", 1)[1].strip() if "#" in line else ""
-        hints = typing.get_type_hints(cls)
-        default = cls()
-        for f in dataclasses.fields(cls):
-            key = f"{prefix}{f.name}"
-            if dataclasses.is_dataclass(hints[f.name]):
-                out += rows(hints[f.name], key + ".")
-                continue
-            value = config_to_dict(getattr(default, f.name)) if dataclasses.is_dataclass(default) else None
-            shown = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-            tp = _type_name(hints[f.name])
-            out.append(f"| `{key}` | {tp} | `{shown}` | {comments.get(f.name, '')} |")
-        return out
-
-    parts = ["## Config reference", "",
-             "Every key, generated from `msta/config.py` (`python scripts/config_reference.py`). Configs inherit with "
-             "`_base_: [files]`; any key can be overridden with `--opts key.path=value`; an unknown key or a wrong "
-             "type is an error naming the key and the closest valid one.", ""]
-    for f in dataclasses.fields(ExperimentCfg):
-        tp = typing.get_type_hints(ExperimentCfg)[f.name]
-        if not dataclasses.is_dataclass(tp):
-            continue
-        parts += [f"**{f.name}**", "", "| key | type | default | meaning |", "|---|---|---|---|",
-                  *rows(tp, f"{f.name}."), ""]
-    return "\n".join(parts).rstrip()

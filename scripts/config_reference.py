@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from msta.config import config_reference  # noqa: E402
+from msta.config_doc import config_reference  # noqa: E402
 
 BEGIN, END = "<!-- config-reference -->", "<!-- /config-reference -->"
 
