@@ -74,7 +74,9 @@ class DemoSettings:
 def _cache_dir(settings: DemoSettings) -> Path:
     if settings.cache_dir is not None:
         return Path(settings.cache_dir)
-    return Path(os.environ.get("MSTA_CACHE_DIR", Path.home() / ".cache" / "msta")) / "demo"
+    from msta.engine.descriptions import cache_root
+
+    return cache_root() / "demo"
 
 
 def _write_data(settings: DemoSettings) -> dict:
@@ -200,7 +202,8 @@ def _plot(rows: dict[str, dict], chance: dict[str, float], path: Path) -> None:
         ax.bar([t + i * width for t in range(len(tasks))], [s[k] for k in tasks], width, label=label)
     for t, k in enumerate(tasks):
         ax.hlines(chance[k], t - width / 2, t + width * (len(rows) - 0.5), colors="k", linestyles="dashed")
-    ax.set_xticks([t + width * (len(rows) - 1) / 2 for t in range(len(tasks))], [f"{k} (dashed: chance)" for k in tasks])
+    ax.set_xticks([t + width * (len(rows) - 1) / 2 for t in range(len(tasks))],
+                  [f"{k} (dashed: chance)" for k in tasks])
     ax.set_ylabel("top-1 (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7, loc="lower right")

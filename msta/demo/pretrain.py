@@ -23,15 +23,14 @@ import torch.nn.functional as F
 
 from msta.data.synthetic import (_POS_PHRASE, _SIZE_WORDS, DEFAULT_COLOURS, DEFAULT_SHAPES, SHAPES,
                                  caption_compatibility, sample_captioned_frames)
+# CLIP's own normalisation, so that the demo model takes the same inputs as any open_clip model
+from msta.data.transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 __all__ = ["PretrainCfg", "pretrain_clip", "ensure_pretrained", "zero_shot_accuracy", "appearance_prompts",
            "frames_to_tensor", "multi_positive_clip_loss"]
 
 _logger = logging.getLogger(__name__)
 
-# CLIP's own normalisation, so that the demo model takes the same inputs as any open_clip model
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
@@ -59,8 +58,8 @@ class PretrainCfg:
 def frames_to_tensor(images: Any) -> torch.Tensor:
     """(N, 3, H, W) uint8 array or tensor -> (N, 3, H, W) float32 normalised with the CLIP mean/std."""
     x = torch.as_tensor(images).float().div_(255.0)
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
     return (x - mean) / std
 
 

@@ -19,7 +19,8 @@ import torch
 from msta.engine.checkpoint import atomic_torch_save
 from msta.losses import description_targets
 
-__all__ = ["DescriptionTargets", "default_cache_dir", "weights_id", "cache_key", "compute_description_targets"]
+__all__ = ["cache_root", "DescriptionTargets", "default_cache_dir", "weights_id", "cache_key",
+           "compute_description_targets"]
 
 _logger = logging.getLogger(__name__)
 
@@ -34,10 +35,14 @@ class DescriptionTargets:
         return DescriptionTargets(self.spatial.to(device), self.temporal.to(device))
 
 
+def cache_root() -> Path:
+    """msta's on-disk cache: `$MSTA_CACHE_DIR`, else `~/.cache/msta`."""
+    return Path(os.environ.get("MSTA_CACHE_DIR") or Path.home() / ".cache" / "msta")
+
+
 def default_cache_dir() -> Path:
     """`$MSTA_CACHE_DIR/descriptions`, else `~/.cache/msta/descriptions`."""
-    root = os.environ.get("MSTA_CACHE_DIR") or Path.home() / ".cache" / "msta"
-    return Path(root) / "descriptions"
+    return cache_root() / "descriptions"
 
 
 def weights_id(pretrained: Optional[str], seed: int) -> str:
