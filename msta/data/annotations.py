@@ -61,7 +61,14 @@ def read_video_list(path: str | os.PathLike) -> list[VideoItem]:
         parts = line.rsplit(None, 1)
         if len(parts) != 2:
             raise AnnotationError(f"{path}:{n}: expected `relative/path.ext <label_id>`, got {line!r}")
-        items.append(VideoItem(parts[0], _parse_label(parts[1], f"{path}:{n}")))
+        try:
+            label = _parse_label(parts[1], f"{path}:{n}")
+        except AnnotationError as e:
+            if "\t" in line:  # the usual mix-up: a caption list given to a classification run
+                raise AnnotationError(f"{e}; TAB-separated `path<TAB>caption` lines are a caption list, which "
+                                      "loss.kind=infonce reads") from None
+            raise
+        items.append(VideoItem(parts[0], label))
     return items
 
 
