@@ -4,6 +4,8 @@ Conventions:
 - ``scores`` are (N, C): one row per video, one column per class, higher is better (logits, probabilities or
   view-summed probabilities from ``aggregate_views``). ``labels`` are (N,) class indices in [0, C).
 - Accuracies are percentages in [0, 100], as the papers report them.
+- Retrieval (``retrieval_recall``) takes a (Q, G) query-gallery similarity and a (Q, G) boolean match matrix, so a
+  video with several captions has several positives.
 - Ties (see ``topk_accuracy``) are resolved pessimistically by default: a class that scores exactly as high as the
   true class counts as ranked ahead of it. A model that outputs constant scores therefore gets 0 % top-1, not a
   score that depends on the class order; torch.topk's order among equal values is unspecified, which is how
@@ -28,6 +30,7 @@ __all__ = [
     "mean_std",
     "per_class_accuracy",
     "predict",
+    "retrieval_recall",
     "topk_accuracy",
     "topk_hits",
 ]
@@ -211,3 +214,50 @@ def aggregate_views(logits) -> Tensor:
     # Softmax in fp32 at least: half precision rounds near-equal class probabilities together and creates ties.
     dtype = torch.promote_types(logits.dtype, torch.float32)
     return logits.to(dtype).softmax(dim=-1).sum(dim=1)
+
+
+def retrieval_recall(sim, match, ks: Sequence[int] = (1, 5, 10), *, ties: Ties = "pessimistic") -> dict[str, float]:
+    """Recall@K of a retrieval: the share of queries with a true match among their K highest-scoring gallery items.
+
+    A query is a hit at K when fewer than K non-matching items rank ahead of its best-scoring match; other matches
+    never count against it (text -> video with one video per caption; video -> text with all captions of the video
+    as positives, the MSR-VTT convention). Ties follow ``topk_hits``: with ``"pessimistic"`` a non-match that scores
+    exactly as high as the best match ranks ahead of it, with ``"optimistic"`` it does not.
+
+    Args:
+        sim: (Q, G) similarities, higher is better (e.g. text embeddings @ video embeddings.T).
+        match: (Q, G) bool, True where gallery item g is a correct answer to query q; every row needs one.
+        ks: the cut-offs to report.
+        ties: "pessimistic" or "optimistic".
+
+    Returns:
+        ``{"r1": .., "r5": .., "r10": ..}`` percentages; NaN when Q == 0.
+    """
+    sim = torch.as_tensor(sim).detach().cpu()
+    match = torch.as_tensor(match).detach().cpu()
+    if sim.ndim != 2 or match.shape != sim.shape:
+        raise ValueError(f"sim must be (Q, G) and match the same shape, got {tuple(sim.shape)} and "
+                         f"{tuple(match.shape)}")
+    if match.dtype != torch.bool:
+        raise ValueError(f"match must be a bool (Q, G) matrix, got dtype {match.dtype}")
+    if not sim.is_floating_point():
+        sim = sim.double()
+    if torch.isnan(sim).any():
+        raise ValueError("sim contains NaN; ranks are undefined (check the embeddings for overflow)")
+    missing = (~match.any(1)).nonzero().flatten()
+    if missing.numel():
+        raise ValueError(f"queries {missing[:10].tolist()} have no match in the gallery; every row of match needs "
+                         "a True (is the gallery complete?)")
+    best = sim.masked_fill(~match, -math.inf).max(1).values[:, None]   # (Q, 1) score of the best match
+    if ties == "pessimistic":
+        ahead = ((sim >= best) & ~match).sum(1)
+    elif ties == "optimistic":
+        ahead = ((sim > best) & ~match).sum(1)
+    else:
+        raise ValueError(f"ties must be 'pessimistic' or 'optimistic', got {ties!r}")
+    out = {}
+    for k in ks:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        out[f"r{k}"] = 100.0 * (ahead < k).double().mean().item() if ahead.numel() else math.nan
+    return out

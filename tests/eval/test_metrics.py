@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from msta.eval.metrics import (aggregate_views, confusion_matrix, harmonic_mean, mean_class_accuracy, mean_std,
-                               per_class_accuracy, predict, topk_accuracy, topk_hits)
+                               per_class_accuracy, predict, retrieval_recall, topk_accuracy, topk_hits)
 
 
 def _oracle_hit(row, label, k, ties):
@@ -139,3 +139,65 @@ def test_aggregate_views_matches_loop():
     assert aggregate_views(torch.zeros(2, 1, 4, dtype=torch.float16)).dtype == torch.float32
     with pytest.raises(ValueError):
         aggregate_views(torch.zeros(4, 6))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# retrieval
+
+
+def _oracle_recall(sim, match, k, ties):
+    """Sort each gallery row (ties: non-matches first when pessimistic, last when optimistic), find the first match."""
+    hits = 0
+    for row, pos in zip(sim.tolist(), match.tolist()):
+        order = sorted(range(len(row)), key=lambda g: (-row[g], pos[g] if ties == "pessimistic" else not pos[g]))
+        first = next(i for i, g in enumerate(order) if pos[g])
+        hits += first < k
+    return 100.0 * hits / len(sim)
+
+
+def _captions_per_video(g, videos, max_captions):
+    """(Q,) video of each caption: every video gets 1..max_captions captions, in shuffled order."""
+    counts = torch.randint(1, max_captions + 1, (videos,), generator=g)
+    owner = torch.repeat_interleave(torch.arange(videos), counts)
+    return owner[torch.randperm(len(owner), generator=g)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("ties", ["pessimistic", "optimistic"])
+def test_retrieval_recall_matches_oracle_with_several_captions_per_video(seed, ties):
+    g = torch.Generator().manual_seed(seed)
+    owner = _captions_per_video(g, videos=12, max_captions=4)
+    match = owner[:, None] == torch.arange(12)[None, :]            # (Q captions, 12 videos)
+    for sim in (torch.randn(len(owner), 12, generator=g), torch.randint(0, 3, (len(owner), 12), generator=g)):
+        for s, m in ((sim, match), (sim.t(), match.t())):          # text -> video, video -> text
+            got = retrieval_recall(s, m, ks=(1, 2, 5, 10, 100), ties=ties)
+            want = {f"r{k}": _oracle_recall(s, m, k, ties) for k in (1, 2, 5, 10, 100)}
+            assert got == pytest.approx(want, abs=1e-9)
+            assert got["r100"] == 100.0
+
+
+def test_retrieval_recall_simple_cases_and_ties():
+    sim = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.3, 0.8], [0.5, 0.5, 0.5]])
+    eye = torch.eye(3, dtype=torch.bool)
+    # row 0: a hit; row 1: one non-match ahead (a hit from K = 2); row 2: all ties, two non-matches ahead
+    assert retrieval_recall(sim, eye, ks=(1, 2, 3)) == pytest.approx({"r1": 100 / 3, "r2": 200 / 3, "r3": 100.0})
+    # ... unless ties are optimistic
+    assert retrieval_recall(sim, eye, ks=(1,), ties="optimistic") == pytest.approx({"r1": 200 / 3})
+    # a second positive for row 1 that scores higher makes it a hit; other positives never count against a query
+    two = torch.tensor([[True, False, True], [False, True, True], [False, False, True]])
+    assert retrieval_recall(sim, two, ks=(1,))["r1"] == pytest.approx(200 / 3)
+    # permuting the gallery (columns of both) changes nothing
+    perm = torch.tensor([2, 0, 1])
+    assert retrieval_recall(sim[:, perm], two[:, perm], ks=(1,)) == retrieval_recall(sim, two, ks=(1,))
+
+
+def test_retrieval_recall_errors():
+    sim = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"queries \[1\] have no match"):
+        retrieval_recall(sim, torch.tensor([[True, False, False], [False, False, False]]))
+    with pytest.raises(ValueError, match="bool"):
+        retrieval_recall(sim, torch.ones(2, 3))
+    with pytest.raises(ValueError, match="same shape"):
+        retrieval_recall(sim, torch.ones(3, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="NaN"):
+        retrieval_recall(torch.full((2, 3), math.nan), torch.ones(2, 3, dtype=torch.bool))
