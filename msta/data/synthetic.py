@@ -8,14 +8,15 @@ Two tasks, both procedurally generated from a seed:
 - appearance: the class is colour + shape (`red_square`, ...); motion and position are random nuisances, so a
   single frame suffices and an image CLIP recognises the classes zero-shot.
 
-`sample_captioned_frames` draws single frames with captions ("a red square on the left") for pretraining a tiny
+`clip_captions` describes a clip in words ("a red square moving left"); `write_synthetic_dataset(captions=True)`
+also writes caption lists (`msta.data.captions`) for video-text training. `sample_captioned_frames` draws single frames with captions ("a red square on the left") for pretraining a tiny
 image-text CLIP on the same visual world. Everything is a pure function of its generator; rendering works on whole
 batches of frames with numpy (signed distance functions, anti-aliased edges so that sub-pixel motion is visible).
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -25,8 +26,8 @@ from .mp4 import write_mp4
 
 __all__ = [
     "COLOURS", "SHAPES", "MOTIONS", "TASKS", "DEFAULT_COLOURS", "DEFAULT_SHAPES", "DEFAULT_MOTIONS",
-    "SyntheticDataset", "as_rng", "render_shapes", "task_classes", "sample_clips", "sample_captioned_frames",
-    "caption_compatibility", "synthetic_prompts", "write_synthetic_dataset",
+    "SyntheticDataset", "as_rng", "render_shapes", "task_classes", "sample_clips", "clip_captions",
+    "sample_captioned_frames", "caption_compatibility", "synthetic_prompts", "write_synthetic_dataset",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -190,7 +191,7 @@ def _trajectories(rng: np.random.Generator, motion: np.ndarray, t: int, size: in
 
 def sample_clips(task: str, num_per_class: int, generator: _Rng, *, classes: Optional[Sequence[str]] = None,
                  num_frames: int = 8, size: int = 32, noise_std: float = 3.0, colours: Sequence[str] = DEFAULT_COLOURS,
-                 shapes: Sequence[str] = DEFAULT_SHAPES) -> tuple[np.ndarray, np.ndarray]:
+                 shapes: Sequence[str] = DEFAULT_SHAPES, with_attributes: bool = False):
     """Draws a class-balanced set of clips of one task.
 
     Args:
@@ -200,9 +201,12 @@ def sample_clips(task: str, num_per_class: int, generator: _Rng, *, classes: Opt
         classes: raw labels (default: all of `task_classes(task)` with the given colours and shapes).
         num_frames, size: T and the frame side (even, for H.264). noise_std: pixel noise std (0 = plain).
         colours, shapes: the vocabulary that appearance classes are built from and motion clips draw from.
+        with_attributes: also return what each clip shows (for `clip_captions`); draws nothing more, so the
+            clips are the same either way.
 
     Returns:
-        videos (N, T, size, size, 3) uint8 and labels (N,) int64 (indices into `classes`), class-major order.
+        videos (N, T, size, size, 3) uint8 and labels (N,) int64 (indices into `classes`), class-major order; with
+        `with_attributes` also a dict of N-long lists: colour and shape names, motion (a MOTIONS name or "still").
     """
     rng = as_rng(generator)
     classes = list(classes) if classes is not None else task_classes(task, colours=colours, shapes=shapes)
@@ -221,12 +225,37 @@ def sample_clips(task: str, num_per_class: int, generator: _Rng, *, classes: Opt
         motion = rng.integers(-1, len(MOTIONS), n)  # any motion, or none, as a nuisance
     else:
         raise ValueError(f"unknown synthetic task {task!r}; available: {', '.join(TASKS)}")
+    # read back from the drawn values (not drawn separately), so asking for attributes leaves the stream as it is
+    by_rgb = {rgb: name for name, rgb in COLOURS.items()}
+    attrs = {"colour": [by_rgb[tuple(int(x) for x in row)] for row in colour],
+             "shape": [SHAPES[k] for k in shape], "motion": [MOTIONS[m] if m >= 0 else "still" for m in motion]}
     colour = colour + rng.uniform(-12, 12, colour.shape)  # small shade jitter around the named colour
     cx, cy, rad = _trajectories(rng, motion, num_frames, size)
     bg = np.repeat(_backgrounds(rng, n), num_frames, axis=0)
     frames = render_shapes(np.repeat(shape, num_frames), np.repeat(colour, num_frames, axis=0), cx.ravel(),
                            cy.ravel(), rad.ravel(), size=size, background=bg, noise_std=noise_std, rng=rng)
-    return frames.reshape(n, num_frames, size, size, 3), labels.astype(np.int64)
+    videos = frames.reshape(n, num_frames, size, size, 3)
+    return (videos, labels.astype(np.int64), attrs) if with_attributes else (videos, labels.astype(np.int64))
+
+
+_MOTION_PHRASES = {  # motion -> (short phrase, paraphrase)
+    "moving_left": ("moving left", "sliding to the left"), "moving_right": ("moving right", "sliding to the right"),
+    "moving_up": ("moving up", "rising towards the top"), "moving_down": ("moving down", "falling to the bottom"),
+    "growing": ("growing", "getting bigger"), "shrinking": ("shrinking", "getting smaller"),
+    "still": ("standing still", "that does not move"),
+}
+
+
+def clip_captions(colour: str, shape: str, motion: str) -> list[str]:
+    """Two captions of a clip, e.g. ["a red square moving left", "a video of a red square sliding to the left"].
+
+    Args:
+        colour, shape: names from COLOURS and SHAPES. motion: a MOTIONS name or "still" (`sample_clips` attributes).
+    """
+    if motion not in _MOTION_PHRASES:
+        raise ValueError(f"unknown motion {motion!r}; available: {', '.join(_MOTION_PHRASES)}")
+    short, para = _MOTION_PHRASES[motion]
+    return [f"a {colour} {shape} {short}", f"a video of a {colour} {shape} {para}"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -349,17 +378,20 @@ class SyntheticDataset:
     lists: dict[str, Path]        # split -> `relative/path.mp4 <label>` list
     prompts: Path                 # <prompts_dir>/<name>.yaml
     classes: tuple[str, ...]      # raw labels in id order
+    caption_lists: dict[str, Path] = field(default_factory=dict)  # split -> `path<TAB>caption` list (captions=True)
 
 
 def write_synthetic_dataset(out_dir: str | Path, task: str, *, splits: Optional[dict[str, int]] = None, seed: int = 0,
                             classes: Optional[Sequence[str]] = None, num_frames: int = 16, size: int = 32,
                             fps: int = 8, noise_std: float = 3.0, name: Optional[str] = None,
-                            prompts_dir: Optional[str | Path] = None, progress: bool = True) -> SyntheticDataset:
+                            prompts_dir: Optional[str | Path] = None, progress: bool = True,
+                            captions: bool = False) -> SyntheticDataset:
     """Generates a seeded synthetic video dataset as real H.264 mp4 files, with lists, class table and prompts.
 
     Layout: `<out_dir>/videos/<raw_label>/<split>_<i>.mp4`, `<out_dir>/<split>.txt`, `<out_dir>/classes.csv`,
-    `<prompts_dir>/<name>.yaml` (prompts_dir defaults to `<out_dir>/prompts`). Each split has its own random stream
-    derived from (seed, task, split), so adding a split does not change the others.
+    `<prompts_dir>/<name>.yaml` (prompts_dir defaults to `<out_dir>/prompts`), and with `captions` also
+    `<out_dir>/<split>_captions.txt` (two `clip_captions` lines per video). Each split has its own random stream
+    derived from (seed, task, split), so adding a split does not change the others; `captions` changes no video.
 
     Args:
         out_dir: output folder (created). task: "motion" or "appearance". seed: base seed.
@@ -367,9 +399,11 @@ def write_synthetic_dataset(out_dir: str | Path, task: str, *, splits: Optional[
         classes: raw labels (default: the task's default classes). name: dataset key (default `synthetic_<task>`).
         num_frames, size, fps, noise_std: video length, frame side (even), frame rate, pixel noise.
         prompts_dir: where to write the prompts file. progress: show a tqdm bar.
+        captions: also write caption lists (for loss.kind=infonce).
     """
     from tqdm.auto import tqdm
 
+    from msta.data.captions import CaptionItem, write_caption_list
     from msta.text.prompts import write_prompts_file  # text helpers; imported here to keep data imports light
 
     out_dir = Path(out_dir)
@@ -378,24 +412,28 @@ def write_synthetic_dataset(out_dir: str | Path, task: str, *, splits: Optional[
     name = name or f"synthetic_{task}"
     (out_dir / "classes.csv").parent.mkdir(parents=True, exist_ok=True)
     (out_dir / "classes.csv").write_text("id,name\n" + "".join(f"{i},{c}\n" for i, c in enumerate(classes)))
-    lists = {}
+    lists, caption_lists = {}, {}
     total = sum(splits.values()) * len(classes)
     with tqdm(total=total, desc=f"writing {name} videos", unit="video", disable=not progress) as bar:
         for split, per_class in splits.items():
             rng = np.random.default_rng([seed, TASKS.index(task), *split.encode()])
-            videos, labels = sample_clips(task, per_class, rng, classes=classes, num_frames=num_frames, size=size,
-                                          noise_std=noise_std)
-            lines = []
+            videos, labels, attrs = sample_clips(task, per_class, rng, classes=classes, num_frames=num_frames,
+                                                 size=size, noise_std=noise_std, with_attributes=True)
+            lines, pairs = [], []
             for i, (video, label) in enumerate(zip(videos, labels)):
                 rel = f"{classes[label]}/{split}_{i:05d}.mp4"
                 write_mp4(out_dir / "videos" / rel, video, fps=fps)
                 lines.append(f"{rel} {label}\n")
+                words = clip_captions(attrs["colour"][i], attrs["shape"][i], attrs["motion"][i])
+                pairs += [CaptionItem(rel, c) for c in words]
                 bar.update(1)
             lists[split] = out_dir / f"{split}.txt"
             lists[split].write_text("".join(lines))
+            if captions:
+                caption_lists[split] = write_caption_list(out_dir / f"{split}_captions.txt", pairs)
     prompts = write_prompts_file(Path(prompts_dir or out_dir / "prompts") / f"{name}.yaml", name,
                                  synthetic_prompts(task, classes),
                                  source=f"msta.data.synthetic templates ({task} task)")
     _logger.info("wrote %d %s videos (%d classes, %s) to %s", total, name, len(classes), splits, out_dir)
     return SyntheticDataset(name=name, root=out_dir / "videos", class_table=out_dir / "classes.csv", lists=lists,
-                            prompts=prompts, classes=tuple(classes))
+                            prompts=prompts, classes=tuple(classes), caption_lists=caption_lists)

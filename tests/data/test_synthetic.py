@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from msta.data.synthetic import (COLOURS, MOTIONS, SHAPES, as_rng, caption_compatibility, render_shapes,
-                                 sample_captioned_frames, sample_clips, synthetic_prompts, task_classes,
-                                 write_synthetic_dataset)
+from msta.data.synthetic import (COLOURS, MOTIONS, SHAPES, TASKS, as_rng, caption_compatibility, clip_captions,
+                                 render_shapes, sample_captioned_frames, sample_clips, synthetic_prompts,
+                                 task_classes, write_synthetic_dataset)
 
 
 def _centroids(video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,3 +140,46 @@ def test_write_dataset_is_deterministic(tmp_path):
     assert a.lists["test"].read_text() == b.lists["test"].read_text()
     rel = a.lists["test"].read_text().split()[0]
     assert (a.root / rel).read_bytes() == (b.root / rel).read_bytes()
+
+
+def test_clip_attributes_change_no_clip_and_describe_it():
+    for task in TASKS:
+        plain_videos, plain_labels = sample_clips(task, 3, 7, num_frames=8, noise_std=0)
+        videos, labels, attrs = sample_clips(task, 3, 7, num_frames=8, noise_std=0, with_attributes=True)
+        np.testing.assert_array_equal(videos, plain_videos)
+        np.testing.assert_array_equal(labels, plain_labels)
+        classes = task_classes(task)
+        for video, label, colour, shape, motion in zip(videos, labels, attrs["colour"], attrs["shape"],
+                                                       attrs["motion"]):
+            assert colour in COLOURS and shape in SHAPES
+            if task == "motion":
+                assert motion == classes[label]
+                _check_motion(video, motion)
+            else:
+                assert f"{colour}_{shape}" == classes[label] and (motion in MOTIONS or motion == "still")
+
+
+def test_clip_captions():
+    assert clip_captions("red", "square", "moving_left") == ["a red square moving left",
+                                                             "a video of a red square sliding to the left"]
+    assert all(len(clip_captions("red", "circle", m)) == 2 for m in (*MOTIONS, "still"))
+    with pytest.raises(ValueError, match="unknown motion 'spinning'"):
+        clip_captions("red", "circle", "spinning")
+
+
+def test_write_dataset_with_captions_changes_no_video(tmp_path):
+    from msta.data.captions import group_by_video, read_caption_list
+
+    plain = write_synthetic_dataset(tmp_path / "a", "motion", splits={"train": 2}, seed=3, num_frames=4,
+                                    progress=False)
+    ds = write_synthetic_dataset(tmp_path / "b", "motion", splits={"train": 2}, seed=3, num_frames=4,
+                                 progress=False, captions=True)
+    assert plain.caption_lists == {} and set(ds.caption_lists) == {"train"}
+    assert ds.lists["train"].read_text() == plain.lists["train"].read_text()
+    videos = group_by_video(read_caption_list(ds.caption_lists["train"]))
+    labelled = dict(line.split() for line in ds.lists["train"].read_text().splitlines())
+    assert [v.path for v in videos] == list(labelled) and all(len(v.captions) == 2 for v in videos)
+    for v in videos:
+        assert (ds.root / v.path).read_bytes() == (plain.root / v.path).read_bytes()
+        motion = ds.classes[int(labelled[v.path])]
+        assert v.captions[0].endswith(motion.replace("_", " "))
