@@ -10,8 +10,9 @@ Two tasks, both procedurally generated from a seed:
 
 `clip_captions` describes a clip in words ("a red square moving left"); `write_synthetic_dataset(captions=True)`
 also writes caption lists (`msta.data.captions`) for video-text training. `sample_captioned_frames` draws single
-frames with captions ("a red square on the left") for pretraining a tiny image-text CLIP on the same visual world. Everything is a pure function of its generator; rendering works on whole
-batches of frames with numpy (signed distance functions, anti-aliased edges so that sub-pixel motion is visible).
+frames with captions ("a red square on the left") for pretraining a tiny image-text CLIP on the same visual world.
+Everything is a pure function of its generator; rendering works on whole batches of frames with numpy (signed
+distance functions, anti-aliased edges so that sub-pixel motion is visible).
 """
 from __future__ import annotations
 
