@@ -1,10 +1,11 @@
-"""Map-style video datasets over (path, label) items, and their construction from a `DataCfg`.
+"""Map-style video datasets over (path, label) or (path, captions) items, and their construction from a `DataCfg`.
 
 A sample is {"video": (T, C, H, W) float (training) or (V, T, C, H, W) float (evaluation, V = clips x crops,
-clip-major), "label": int, "index": int}, CLIP-normalised. Every random choice of a sample is drawn from a
-generator seeded by (seed, epoch, index), so a resumed run (same seed, `set_epoch`) sees the same frames and the
-same augmentation whatever the number of workers. Bad videos are logged, counted across workers and replaced
-by another video chosen deterministically from (seed, epoch, index, attempt).
+clip-major), "label": int, "index": int}, CLIP-normalised; a caption sample (`CaptionDataset`) has "text": str
+instead of "label". Every random choice of a sample is drawn from a generator seeded by (seed, epoch, index), so a
+resumed run (same seed, `set_epoch`) sees the same frames and the same augmentation whatever the number of workers.
+Bad videos are logged, counted across workers and replaced by another item chosen deterministically from (seed,
+epoch, index, attempt); a video listed on several lines (one per caption) is decoded, and counted, as one video.
 """
 from __future__ import annotations
 
@@ -19,15 +20,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..config import DataCfg, ViewsCfg
+from ..config import ConfigError, DataCfg, ViewsCfg
 from .annotations import VideoItem, read_video_list
 from .bad_videos import BadVideoTracker
+from .captions import CaptionedVideo, group_by_video, hold_out_videos, read_caption_list
 from .decoding import VideoDecodeError, open_video
 from .sampling import sample_indices, sample_views
 from .splits import few_shot, hold_out
 from .transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, EvalTransform, TrainTransform
 
-__all__ = ["sample_seed", "VideoDataset", "DataSplits", "build_video_dataset", "build_datasets"]
+__all__ = ["sample_seed", "VideoDataset", "CaptionDataset", "DataSplits", "build_video_dataset", "build_datasets"]
 
 _logger = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ class VideoDataset(Dataset):
     """Decodes, samples and transforms videos listed as (relative path, label) items.
 
     Args:
-        items: the videos; paths are relative to `root`.
+        items: the videos (anything with a `path`, relative to `root`; several items may share a video).
         root: data root.
         num_frames: frames per clip (T).
         transform: `TrainTransform` (train=True) or `EvalTransform`; called as transform(clip_uint8, generator).
@@ -73,7 +75,11 @@ class VideoDataset(Dataset):
         self.max_attempts = max_attempts
         # Shared so that set_epoch in the main process reaches persistent DataLoader workers too.
         self._epoch = mp.Value("q", 0, lock=False)
-        self.tracker = BadVideoTracker([it.path for it in self.items], max_bad_fraction)
+        # bad-video bookkeeping is per distinct video: one bad file listed with 20 captions is one bad video
+        paths = [it.path for it in self.items]
+        slots = {p: k for k, p in enumerate(dict.fromkeys(paths))}
+        self.video_slot = [slots[p] for p in paths]  # item index -> tracker slot
+        self.tracker = BadVideoTracker(list(slots), max_bad_fraction)
         self._native_hw: dict[int, tuple[int, int]] = {}  # per process: saves decord a probe on later epochs
 
     def __len__(self) -> int:
@@ -93,9 +99,10 @@ class VideoDataset(Dataset):
         return self.tracker.count
 
     def _load(self, index: int, generator: torch.Generator) -> torch.Tensor:
+        slot = self.video_slot[index]
         reader = open_video(self.root / self.items[index].path, backend=self.backend, short_side=self.short_side,
-                            native_hw=self._native_hw.get(index))
-        self._native_hw[index] = (reader.info.height, reader.info.width)
+                            native_hw=self._native_hw.get(slot))
+        self._native_hw[slot] = (reader.info.height, reader.info.width)
         n = len(reader)
         if n < self.min_frames:
             raise VideoDecodeError(self.items[index].path, "too_short", f"{n} frames < min_frames={self.min_frames}")
@@ -109,21 +116,53 @@ class VideoDataset(Dataset):
                  for k in range(self.num_clips)]  # each (crops, T, C, H, W)
         return torch.cat(views)  # (clips * crops, T, C, H, W), clip-major
 
+    def _sample(self, index: int, video: torch.Tensor, generator: torch.Generator) -> dict:
+        """The sample of item `index` around its decoded `video` (subclasses add their own targets)."""
+        return {"video": video, "label": self.items[index].label, "index": index}
+
     def __getitem__(self, index: int) -> dict:
         current = index
         for attempt in range(self.max_attempts):
-            if not self.tracker.is_bad(current):
+            if not self.tracker.is_bad(self.video_slot[current]):
                 g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index, attempt))
                 try:
-                    video = self._load(current, g)
-                    return {"video": video, "label": self.items[current].label, "index": current}
+                    return self._sample(current, self._load(current, g), g)
                 except VideoDecodeError as e:
-                    self.tracker.mark(current, e.reason, e.detail)
+                    self.tracker.mark(self.video_slot[current], e.reason, e.detail)
             # Deterministic replacement: the same (seed, epoch, index, attempt) always picks the same video.
             r = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index, 1000 + attempt))
             current = int(torch.randint(len(self.items), (), generator=r))
         raise RuntimeError(f"no good video found for index {index} after {self.max_attempts} attempts:\n"
                            f"{self.tracker.report()}")
+
+
+class CaptionDataset(VideoDataset):
+    """Videos with captions (loss.kind infonce): a sample is {"video", "text": str, "index"}.
+
+    Training uses one item per caption-list line (a video with 20 captions is 20 items, each decoded afresh);
+    evaluation uses one item per video, whose `captions` are the retrieval targets. An item with several captions
+    gives one of them, drawn from the sample's generator in training and the first one in evaluation.
+
+    Args:
+        items: `CaptionedVideo`s (path relative to `root`, at least one caption each).
+        **kwargs: as `VideoDataset`.
+    """
+
+    def __init__(self, items: Sequence[CaptionedVideo], root: str | os.PathLike, **kwargs):
+        super().__init__(items, root, **kwargs)
+        empty = [it.path for it in self.items if not it.captions]
+        if empty:
+            raise ValueError(f"videos without a caption: {empty[:5]}")
+
+    @property
+    def captions(self) -> list[tuple[str, ...]]:
+        """Each item's captions, in item order."""
+        return [it.captions for it in self.items]
+
+    def _sample(self, index: int, video: torch.Tensor, generator: torch.Generator) -> dict:
+        captions = self.items[index].captions
+        pick = int(torch.randint(len(captions), (), generator=generator)) if self.train and len(captions) > 1 else 0
+        return {"video": video, "text": captions[pick], "index": index}
 
 
 @dataclass
@@ -137,13 +176,14 @@ class DataSplits:
 def build_video_dataset(items: Sequence[VideoItem], cfg: DataCfg, *, train: bool, num_frames: int,
                         image_size: Optional[int] = None, mean: Sequence[float] = OPENAI_CLIP_MEAN,
                         std: Sequence[float] = OPENAI_CLIP_STD, views: Optional[ViewsCfg] = None,
-                        seed: Optional[int] = None) -> VideoDataset:
+                        seed: Optional[int] = None, dataset_cls: type[VideoDataset] = VideoDataset) -> VideoDataset:
     """One dataset over `items` with the transforms, sampler, backend and bad-video policy of `cfg`.
 
     Args:
         image_size: the model's input size (default cfg.input_size).
         views: test views (default cfg.views); ignored for training.
         seed: augmentation seed (default cfg.seed).
+        dataset_cls: `VideoDataset` for `VideoItem`s, `CaptionDataset` for `CaptionedVideo`s.
     """
     size = image_size or cfg.input_size
     views = views or cfg.views
@@ -152,15 +192,19 @@ def build_video_dataset(items: Sequence[VideoItem], cfg: DataCfg, *, train: bool
                                    mean=mean, std=std)
     else:
         transform = EvalTransform(size, crops=views.crops, mean=mean, std=std)
-    return VideoDataset(items, cfg.root, num_frames=num_frames, transform=transform, train=train,
+    return dataset_cls(items, cfg.root, num_frames=num_frames, transform=transform, train=train,
                         sampling=cfg.sampling, stride=cfg.stride, num_clips=views.clips, backend=cfg.backend,
                         seed=cfg.seed if seed is None else seed, min_frames=cfg.min_frames,
                         max_bad_fraction=cfg.max_bad_fraction)
 
 
 def build_datasets(cfg: DataCfg, *, image_size: Optional[int] = None, num_frames: int = 8,
-                   mean: Sequence[float] = OPENAI_CLIP_MEAN, std: Sequence[float] = OPENAI_CLIP_STD) -> DataSplits:
+                   mean: Sequence[float] = OPENAI_CLIP_MEAN, std: Sequence[float] = OPENAI_CLIP_STD,
+                   captions: bool = False) -> DataSplits:
     """Train / model-selection / test datasets from the lists in `cfg`.
+
+    With `captions` (loss.kind infonce) the lists are caption lists and the datasets `CaptionDataset`s, see
+    `_caption_splits`; otherwise they are label lists:
 
     - train: `cfg.train_list`; with `cfg.shots > 0`, K per class drawn with `cfg.seed`.
     - val: `cfg.val_list` if set; else, when `cfg.select_on == "val"` and `cfg.val_fraction > 0`, a seeded
@@ -168,6 +212,8 @@ def build_datasets(cfg: DataCfg, *, image_size: Optional[int] = None, num_frames
       One centre view per video. With `select_on == "test"` and no val list, val is None (select on test).
     - test: `cfg.test_list` with `cfg.views` views.
     """
+    if captions:
+        return _caption_splits(cfg, num_frames=num_frames, image_size=image_size, mean=mean, std=std)
     train = val = test = None
     val_items = read_video_list(cfg.val_list) if cfg.val_list else None
     if cfg.train_list:
@@ -190,4 +236,36 @@ def build_datasets(cfg: DataCfg, *, image_size: Optional[int] = None, num_frames
     if cfg.test_list:
         test = build_video_dataset(read_video_list(cfg.test_list), cfg, train=False, num_frames=num_frames,
                                    image_size=image_size, mean=mean, std=std)
+    return DataSplits(train, val, test)
+
+
+def _caption_splits(cfg: DataCfg, **build) -> DataSplits:
+    """`build_datasets` for caption lists (`msta.data.captions`).
+
+    - train: one item per `cfg.train_list` line.
+    - val: `cfg.val_list`, else (select_on "val", val_fraction > 0) whole videos held out from the training list
+      with `cfg.seed`, all captions of a video on the same side; one item per video, one centre view.
+    - test: `cfg.test_list`, one item per video, `cfg.views` views.
+
+    Raises:
+        ConfigError: data.shots > 0 (K videos per class needs classes).
+    """
+    if cfg.shots > 0:
+        raise ConfigError(f"data.shots={cfg.shots} draws K videos per class, and caption lists have no classes; set "
+                          "data.shots=0 for loss.kind=infonce")
+    train = val = test = None
+    val_items = read_caption_list(cfg.val_list) if cfg.val_list else None
+    if cfg.train_list:
+        items = read_caption_list(cfg.train_list)
+        if val_items is None and cfg.select_on == "val" and cfg.val_fraction > 0:
+            items, val_items = hold_out_videos(items, cfg.val_fraction, cfg.seed)
+        train = build_video_dataset([CaptionedVideo(it.path, (it.caption,)) for it in items], cfg, train=True,
+                                    dataset_cls=CaptionDataset, **build)
+        _logger.info("train: %d captions of %d videos from %s", len(items), len(train.tracker.paths), cfg.train_list)
+    if val_items:
+        val = build_video_dataset(group_by_video(val_items), cfg, train=False, views=ViewsCfg(clips=1, crops=1),
+                                  dataset_cls=CaptionDataset, **build)
+    if cfg.test_list:
+        test = build_video_dataset(group_by_video(read_caption_list(cfg.test_list)), cfg, train=False,
+                                   dataset_cls=CaptionDataset, **build)
     return DataSplits(train, val, test)

@@ -120,7 +120,7 @@ def _bad_videos_fn(splits: dict):
         for name, ds in splits.items():
             if ds is None:
                 continue
-            flags = torch.tensor([ds.tracker.is_bad(i) for i in range(len(ds))], dtype=torch.float32)
+            flags = torch.tensor([ds.tracker.is_bad(i) for i in range(len(ds.tracker.paths))], dtype=torch.float32)
             out[name] = int((all_reduce_sum(flags) > 0).sum())
         return out
     return count

@@ -2,10 +2,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from msta.config import DataCfg, ViewsCfg
+from msta.config import ConfigError, DataCfg, ViewsCfg
 from msta.data.annotations import VideoItem, write_video_list
 from msta.data.bad_videos import TooManyBadVideos
-from msta.data.datasets import VideoDataset, build_datasets
+from msta.data.captions import CaptionedVideo, CaptionItem, write_caption_list
+from msta.data.datasets import CaptionDataset, VideoDataset, build_datasets
 from msta.data.sampling import sample_views
 from msta.data.transforms import TrainTransform
 
@@ -110,3 +111,52 @@ def test_build_datasets_from_config(root, tmp_path):
     assert splits.train.transform.flip is False
     assert build_datasets(DataCfg(root=str(root), train_list=str(tmp_path / "train.txt"), select_on="test"),
                           image_size=32).val is None
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# caption datasets (loss.kind infonce)
+
+
+def test_caption_samples_and_one_bad_video_on_several_lines_counts_once(root):
+    lines = [("good1.mp4", "one"), ("empty.mp4", "two"), ("good2.mp4", "three"), ("empty.mp4", "four")]
+    ds = CaptionDataset([CaptionedVideo(p, (c,)) for p, c in lines], root, num_frames=4, transform=Raw(),
+                        train=True, max_bad_fraction=1.0)
+    s = ds[0]
+    assert set(s) == {"video", "text", "index"} and s["text"] == "one" and s["index"] == 0
+    replaced = ds[1]
+    assert lines[replaced["index"]][0].startswith("good") and replaced["text"] == lines[replaced["index"]][1]
+    assert ds.tracker.is_bad(ds.video_slot[3]) and ds.bad_count == 1  # "four" shares the bad video of "two"
+    batch = next(iter(DataLoader(ds, batch_size=2)))
+    assert batch["text"] == ["one", replaced["text"]]  # the default collate makes a list of str
+
+
+def test_caption_evaluation_items_are_videos_and_training_draws_among_captions(root):
+    videos = [CaptionedVideo("good1.mp4", ("a", "b", "c")), CaptionedVideo("good2.mp4", ("d",))]
+    ev = CaptionDataset(videos, root, num_frames=4, transform=Raw(), train=False)
+    assert ev.captions == [("a", "b", "c"), ("d",)] and ev[0]["text"] == "a"
+    tr = CaptionDataset(videos, root, num_frames=4, transform=Raw(), train=True, seed=1)
+    picked = set()
+    for epoch in range(8):
+        tr.set_epoch(epoch)
+        picked.add(tr[0]["text"])
+    assert picked <= {"a", "b", "c"} and len(picked) > 1
+    with pytest.raises(ValueError, match="without a caption"):
+        CaptionDataset([CaptionedVideo("good1.mp4", ())], root, num_frames=4, transform=Raw(), train=True)
+
+
+def test_build_caption_datasets_hold_out_whole_videos(root, tmp_path):
+    pairs = [CaptionItem(f"good{k}.mp4", f"caption {c} of video {k}") for k in range(5) for c in range(3)]
+    write_caption_list(tmp_path / "train.txt", pairs)
+    write_caption_list(tmp_path / "test.txt", pairs[:4])
+    cfg = DataCfg(root=str(root), train_list=str(tmp_path / "train.txt"), test_list=str(tmp_path / "test.txt"),
+                  val_fraction=0.4, views=ViewsCfg(clips=2, crops=1))
+    splits = build_datasets(cfg, image_size=32, num_frames=4, captions=True)
+    assert isinstance(splits.train, CaptionDataset) and len(splits.train) == 9  # 3 videos x 3 captions
+    assert len(splits.val) == 2 and all(len(c) == 3 for c in splits.val.captions)
+    train_videos = {it.path for it in splits.train.items}
+    assert len(train_videos) == 3 and not train_videos & {it.path for it in splits.val.items}
+    assert splits.val[0]["video"].shape == (1, 4, 3, 32, 32) and splits.val[0]["text"] == splits.val.captions[0][0]
+    assert splits.test.captions == [tuple(f"caption {c} of video 0" for c in range(3)), ("caption 0 of video 1",)]
+    assert splits.test[1]["video"].shape == (2, 4, 3, 32, 32)
+    with pytest.raises(ConfigError, match="data.shots=2 .* set data.shots=0 for loss.kind=infonce"):
+        build_datasets(DataCfg(root=str(root), train_list=str(tmp_path / "train.txt"), shots=2), captions=True)
