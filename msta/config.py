@@ -120,10 +120,10 @@ class ViewsCfg:
 class DataCfg:
     dataset: str = "hmdb51"                   # key into prompts/<dataset>.yaml
     root: str = "data/hmdb51/videos"          # video paths in the lists are relative to this
-    class_table: str = ""                     # `id,name` CSV
-    train_list: str = ""                      # `relative/path.ext <label_id>` lines
+    class_table: str = ""                     # `id,name` CSV (not needed with loss.kind infonce)
+    train_list: str = ""                      # `relative/path.ext <label_id>` lines (infonce: `path<TAB>caption`)
     val_list: str = ""                        # held-out list for best-checkpoint selection ("" = split from train)
-    test_list: str = ""                       # evaluation list
+    test_list: str = ""                       # evaluation list (val/test lists: same format as train_list)
     shots: int = 0                            # >0: draw K videos per class from train_list with data.seed
     seed: int = 1                             # seed of the few-shot draw and the hold-out
     val_fraction: float = 0.1                 # part of the training data held out for model selection

@@ -2,6 +2,11 @@
 
 `train(cfg)` is what `scripts/train.py` calls, in every process of a launch (none, `torchrun` or `deepspeed`).
 `dry_run(cfg)` builds the model only (no weights, no data) and reports its parameters.
+
+Two kinds of runs (`loss.kind`): "classification" trains on label lists against class prompts (L_CE + alpha L_CC)
+and selects best.pt by top-1; "infonce" trains on caption lists (`msta.data.captions`) with video <-> caption
+InfoNCE, needs no class table, prompts or descriptions, and selects best.pt by the mean text->video / video->text
+R@1 on the selection split.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from msta.engine.deepspeed_setup import (ds_config, fix_scalar_params, gathered_
                                          plan_batch, register_outside_params, TupleOutput)
 from msta.engine.descriptions import DescriptionTargets, compute_description_targets, default_cache_dir, weights_id
 from msta.engine.distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed
+from msta.engine.evaluation import retrieval_selection, top1_selection
 from msta.engine.loaders import TrainSampler, eval_loader, train_loader
 from msta.engine.logging import MetricWriter, setup_logging
 from msta.engine.objective import Objective
@@ -99,17 +105,36 @@ def _targets(cfg: ExperimentCfg, model, prompts, dist: DistInfo) -> Optional[Des
     return targets.to(dist.device)
 
 
+def _class_prompts(cfg: ExperimentCfg, model):
+    """Sets the class prompts of a classification run and returns them; caption runs have none (None)."""
+    from msta.text.prompts import prompts_from_config
+
+    if cfg.loss.kind == "infonce":
+        if cfg.loss.consistency and cfg.loss.alpha > 0:
+            _logger.info("loss.consistency is ignored for loss.kind=infonce: L_CC needs class descriptions; "
+                         "training with InfoNCE on the captions only")
+        return None
+    prompts = prompts_from_config(cfg.text, cfg.data.dataset, _class_table(cfg),
+                                  need_descriptions=cfg.loss.consistency)
+    model.set_class_prompts(prompts.render(), prompts.num_templates)
+    return prompts
+
+
 def _adapters_fn(cfg: ExperimentCfg, model, prompts):
-    """Returns f(step, epoch, metrics) -> adapters-only payload; gathers ZeRO-3 partitions (collective)."""
+    """Returns f(step, epoch, metrics) -> adapters-only payload; gathers ZeRO-3 partitions (collective).
+
+    A caption run (prompts None) stores no class names or templates: whoever evaluates it names the classes.
+    """
     trainable = [p for p in model.parameters() if p.requires_grad]
     config = config_to_dict(cfg)
 
     def adapters(step: int, epoch: int, metrics: dict) -> dict:
         with gathered_params(trainable, cfg.train.zero_stage):
             state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in model.adapter_state_dict().items()}
-        return ckpt.adapter_payload(state_dict=state, config=config, class_names=prompts.names,
-                                    raw_labels=prompts.raw_labels, templates=prompts.templates, step=step,
-                                    epoch=epoch, metrics=metrics)
+        return ckpt.adapter_payload(state_dict=state, config=config, class_names=prompts.names if prompts else [],
+                                    raw_labels=prompts.raw_labels if prompts else [],
+                                    templates=prompts.templates if prompts else [], step=step, epoch=epoch,
+                                    metrics=metrics)
     return adapters
 
 
@@ -148,16 +173,17 @@ def train(cfg: ExperimentCfg, *, resume: Optional[str] = None, local_rank: Optio
 def _train(cfg: ExperimentCfg, dist: DistInfo, run_dir: Path, resume: Optional[str]) -> dict:
     from msta.data.datasets import build_datasets
     from msta.models import build_model
-    from msta.text.prompts import prompts_from_config
 
     plan = plan_batch(cfg.train, dist.world_size)  # fail on a bad batch split before any heavy work
+    captions = cfg.loss.kind == "infonce"
+    if captions and dist.world_size > 1:
+        _logger.info("loss.kind=infonce: the negatives of each caption are the other captions of its micro batch on "
+                     "its own rank (not gathered), so this %d-process run differs from a 1-process run with the "
+                     "same global batch", dist.world_size)
     torch.manual_seed(cfg.train.seed)  # identical random init (frozen weights, adapters) on every rank
     model = build_model(cfg.model)
     _init_adapters(cfg, model)
-    raw_labels = _class_table(cfg)
-    prompts = prompts_from_config(cfg.text, cfg.data.dataset, raw_labels,
-                                  need_descriptions=cfg.loss.consistency and cfg.loss.kind == "classification")
-    model.set_class_prompts(prompts.render(), prompts.num_templates)
+    prompts = _class_prompts(cfg, model)
     model.to(dist.device)
     targets = _targets(cfg, model, prompts, dist)
 
@@ -166,7 +192,7 @@ def _train(cfg: ExperimentCfg, dist: DistInfo, run_dir: Path, resume: Optional[s
         _logger.warning("data.input_size=%d differs from the model's image size %d; using %d",
                         cfg.data.input_size, size, size)
     splits = build_datasets(cfg.data, image_size=size, num_frames=cfg.model.num_frames, mean=model.image_mean,
-                            std=model.image_std)
+                            std=model.image_std, captions=captions)
     if splits.train is None:
         raise ConfigError("data.train_list is empty; give the training list")
     select_on = cfg.data.select_on
@@ -185,7 +211,9 @@ def _train(cfg: ExperimentCfg, dist: DistInfo, run_dir: Path, resume: Optional[s
     wrapped = TupleOutput(model)
     if cfg.train.zero_stage == 3:
         dummy = torch.zeros(1, cfg.model.num_frames, 3, size, size, device=dist.device)
-        outside = register_outside_params(wrapped, lambda: wrapped(dummy))
+        # caption runs have no class prompts: a caption makes the dummy forward use the text tower as training will
+        texts = model.tokenize(["a video"]).to(dist.device) if captions else None
+        outside = register_outside_params(wrapped, lambda: wrapped(dummy, texts=texts))
         _logger.info("ZeRO-3: %d parameters used outside their module's forward: %s", len(outside), "; ".join(outside))
     optimizer = build_optimizer(model, cfg.optim)
     engine = initialize_engine(wrapped, optimizer, ds_config(cfg.train, cfg.optim.grad_clip, plan,
@@ -197,9 +225,10 @@ def _train(cfg: ExperimentCfg, dist: DistInfo, run_dir: Path, resume: Optional[s
     writer = MetricWriter(run_dir, enabled=dist.is_main)
     trainer = Trainer(engine=engine, objective=Objective(cfg.loss, targets, model.tokenize), loader=loader,
                       sampler=sampler, select_loader=select_loader, select_on=select_on, plan=plan,
-                      schedule=schedule, total_steps=total, cfg=cfg.train, dist=dist, dtype=_DTYPES[cfg.train.precision],
-                      run_dir=run_dir, adapters=_adapters_fn(cfg, model, prompts), writer=writer,
-                      bad_videos=_bad_videos_fn({"train": splits.train, select_on: select_set}))
+                      schedule=schedule, total_steps=total, cfg=cfg.train, dist=dist,
+                      dtype=_DTYPES[cfg.train.precision], run_dir=run_dir, adapters=_adapters_fn(cfg, model, prompts),
+                      writer=writer, bad_videos=_bad_videos_fn({"train": splits.train, select_on: select_set}),
+                      selection=retrieval_selection(model.tokenize) if captions else top1_selection())
     start = resolve_resume(resume, run_dir)
     if start is not None:
         trainer.resume(start)

@@ -3,6 +3,11 @@
 L_CC averages over the classes in the step. Every step encodes all C class prompts (they are the classifier of
 L_CE), so all C classes are in every step; this also makes the loss independent of how the global batch is split
 across processes and accumulation steps.
+
+Caption batches (loss.kind infonce) are the exception: the negatives of a caption are the other clips and captions
+of its own micro batch on its own process, not gathered across ranks, so the loss depends on the micro batch size
+and a multi-process run is not equivalent to a 1-process run with the same global batch. Two captions of one video
+in the same micro batch count as negatives of each other.
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from msta.config import TrainCfg
 from msta.engine import checkpoint as ckpt
 from msta.engine.deepspeed_setup import BatchPlan
 from msta.engine.distributed import DistInfo, all_reduce_sum, barrier
-from msta.engine.evaluation import evaluate_top1
+from msta.engine.evaluation import Selection, top1_selection
 from msta.engine.loaders import TrainSampler
 from msta.engine.logging import MetricWriter, Throughput, progress_bar, step_line
 from msta.engine.objective import Objective, to_device
@@ -62,18 +62,20 @@ class Trainer:
         adapters: returns the adapters-only payload for (step, epoch, metrics); collective under ZeRO-3.
         writer: metrics.jsonl + TensorBoard.
         bad_videos: returns {"train": n, "val": m} distinct bad videos so far (all ranks).
+        selection: how the selection split is evaluated and which metric picks best.pt (default: top-1).
     """
 
     def __init__(self, *, engine, objective: Objective, loader: DataLoader, sampler: TrainSampler,
                  select_loader: Optional[DataLoader], select_on: str, plan: BatchPlan,
                  schedule: Callable[[int], float], total_steps: int, cfg: TrainCfg, dist: DistInfo,
                  dtype: torch.dtype, run_dir: Path, adapters: Callable[[int, int, dict], dict], writer: MetricWriter,
-                 bad_videos: Callable[[], dict[str, int]]):
+                 bad_videos: Callable[[], dict[str, int]], selection: Optional[Selection] = None):
         self.engine, self.objective, self.loader, self.sampler = engine, objective, loader, sampler
         self.select_loader, self.select_on, self.plan = select_loader, select_on, plan
         self.schedule, self.total_steps, self.cfg, self.dist = schedule, total_steps, cfg, dist
         self.dtype, self.run_dir, self.adapters, self.writer = dtype, Path(run_dir), adapters, writer
         self.bad_videos = bad_videos
+        self.selection = selection or top1_selection()
         self.state = TrainState(data_seed=sampler.seed, world_size=plan.world_size)
         self.steps_per_epoch = sampler.steps_per_epoch
         self.num_epochs = math.ceil(total_steps / self.steps_per_epoch)
@@ -156,22 +158,24 @@ class Trainer:
             self.save_checkpoint(epochs_done)
 
     def _evaluate(self, epoch: int) -> None:
-        metrics = evaluate_top1(self.engine, self.select_loader, device=self.dist.device, dtype=self.dtype)
+        metrics = self.selection.evaluate(self.engine, self.select_loader, device=self.dist.device, dtype=self.dtype)
         self.last_eval = metrics
-        _logger.info("eval step %d epoch %d | %s top1 %.2f top5 %.2f (%d videos)", self.state.step, epoch,
-                     self.select_on, metrics["top1"], metrics["top5"], metrics["num_videos"])
+        name, value = self.selection.metric, metrics[self.selection.metric]
+        _logger.info("eval step %d epoch %d | %s %s", self.state.step, epoch, self.select_on,
+                     self.selection.describe(metrics))
         self.writer.write(self.state.step, self.select_on, metrics, epoch=epoch)
-        if metrics["top1"] > self.state.best_metric:
-            self.state.best_metric, self.state.best_step = metrics["top1"], self.state.step
+        if value > self.state.best_metric:
+            self.state.best_metric, self.state.best_step = value, self.state.step
             payload = self.adapters(self.state.step, epoch, self._metrics())  # collective under ZeRO-3
             if self.dist.is_main:
                 ckpt.atomic_torch_save(payload, self.run_dir / "best.pt")
-                _logger.info("new best %s top1 %.2f at step %d -> %s", self.select_on, metrics["top1"],
-                             self.state.step, self.run_dir / "best.pt")
+                _logger.info("new best %s %s %.2f at step %d -> %s", self.select_on, name, value, self.state.step,
+                             self.run_dir / "best.pt")
 
     def _metrics(self) -> dict:
-        return {f"{self.select_on}_top1": self.last_eval.get("top1"), "selected_on": self.select_on,
-                "best_step": self.state.best_step}
+        name = self.selection.metric
+        return {f"{self.select_on}_{name}": self.last_eval.get(name), "selected_on": self.select_on,
+                "selection_metric": name, "best_step": self.state.best_step}
 
     # ------------------------------------------------------------------------------------------------------------
     # checkpoints
@@ -208,18 +212,20 @@ class Trainer:
         rng = Path(folder) / f"rng_rank{self.dist.rank}.pt"
         if rng.is_file():
             ckpt.set_rng_state(torch.load(rng, weights_only=False))
-        _logger.info("resumed from %s at step %d (best %s top1 %.2f at step %d)", folder, self.state.step,
-                     self.select_on, self.state.best_metric, self.state.best_step)
+        _logger.info("resumed from %s at step %d (best %s %s %.2f at step %d)", folder, self.state.step,
+                     self.select_on, self.selection.metric, self.state.best_metric, self.state.best_step)
 
     def _finish(self) -> dict:
         bad = self.bad_videos()
-        results = {"steps": self.state.step, "selected_on": self.select_on, "best_step": self.state.best_step,
-                   f"best_{self.select_on}_top1": None if self.state.best_step < 0 else self.state.best_metric,
+        best = f"best_{self.select_on}_{self.selection.metric}"
+        results = {"steps": self.state.step, "selected_on": self.select_on,
+                   "selection_metric": self.selection.metric, "best_step": self.state.best_step,
+                   best: None if self.state.best_step < 0 else self.state.best_metric,
                    f"last_{self.select_on}": self.last_eval, "bad_videos": bad,
                    "global_batch": self.plan.global_batch, "world_size": self.plan.world_size}
         if self.dist.is_main:
             (self.run_dir / SUMMARY_FILE).write_text(json.dumps(results, indent=2))
-            _logger.info("done: %d steps; best %s top1 %s at step %d; bad videos %s", self.state.step,
-                         self.select_on, results[f"best_{self.select_on}_top1"], self.state.best_step, bad)
+            _logger.info("done: %d steps; best %s %s %s at step %d; bad videos %s", self.state.step,
+                         self.select_on, self.selection.metric, results[best], self.state.best_step, bad)
         barrier()
         return results
