@@ -13,8 +13,13 @@ REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "scripts" / "train.py"
 
 
-def write_dataset(root: Path, *, per_class: int = 6, val: int = 2, task: str = "appearance") -> dict:
-    """4 classes x `per_class` training and `val` test videos (8 frames, 32 px) plus prompts; returns data keys."""
+def write_dataset(root: Path, *, per_class: int = 6, val: int = 2, task: str = "appearance",
+                  captions: bool = False) -> dict:
+    """4 classes x `per_class` training and `val` test videos (8 frames, 32 px) plus prompts; returns data keys.
+
+    With `captions`, the lists are caption lists (2 captions per video), there is no class table, and the keys
+    include loss.kind=infonce.
+    """
     from msta.data.synthetic import write_synthetic_dataset
 
     prompts = root / "prompts"
@@ -22,7 +27,12 @@ def write_dataset(root: Path, *, per_class: int = 6, val: int = 2, task: str = "
     shutil.copy(REPO / "prompts" / "templates.yaml", prompts / "templates.yaml")
     classes = ["red_square", "green_circle", "blue_triangle", "yellow_square"] if task == "appearance" else None
     ds = write_synthetic_dataset(root / "data", task, splits={"train": per_class, "test": val}, seed=0,
-                                 classes=classes, num_frames=8, size=32, prompts_dir=prompts, progress=False)
+                                 classes=classes, num_frames=8, size=32, prompts_dir=prompts, progress=False,
+                                 captions=captions)
+    if captions:
+        return {"data": {"dataset": ds.name, "root": str(ds.root), "class_table": "",
+                         "train_list": str(ds.caption_lists["train"]), "test_list": str(ds.caption_lists["test"])},
+                "text": {"prompts_dir": str(prompts)}, "loss": {"kind": "infonce"}}
     return {"data": {"dataset": ds.name, "root": str(ds.root), "class_table": str(ds.class_table),
                      "train_list": str(ds.lists["train"]), "test_list": str(ds.lists["test"])},
             "text": {"prompts_dir": str(prompts)}}
@@ -38,6 +48,7 @@ def tiny_config(tmp: Path, data_keys: dict, **sections) -> Path:
         "data": {**data_keys["data"], "input_size": 32, "num_workers": 0, "val_fraction": 0.25,
                  "flip": True, "views": {"clips": 1, "crops": 1}},
         "text": data_keys["text"],
+        "loss": data_keys.get("loss", {}),
         "optim": {"lr": 2e-2, "epochs": 4, "warmup_epochs": 1, "min_lr": 1e-4},
         "train": {"out_dir": str(tmp / "run"), "batch_size": 6, "micro_batch": 3, "zero_stage": 0,
                   "eval_every": 1, "ckpt_every": 1, "log_every": 1, "keep_last": 2},
