@@ -173,8 +173,8 @@ class DataSplits:
     test: Optional[VideoDataset]
 
 
-def build_video_dataset(items: Sequence[VideoItem], cfg: DataCfg, *, train: bool, num_frames: int,
-                        image_size: Optional[int] = None, mean: Sequence[float] = OPENAI_CLIP_MEAN,
+def build_video_dataset(items: Sequence[VideoItem] | Sequence[CaptionedVideo], cfg: DataCfg, *, train: bool,
+                        num_frames: int, image_size: Optional[int] = None, mean: Sequence[float] = OPENAI_CLIP_MEAN,
                         std: Sequence[float] = OPENAI_CLIP_STD, views: Optional[ViewsCfg] = None,
                         seed: Optional[int] = None, dataset_cls: type[VideoDataset] = VideoDataset) -> VideoDataset:
     """One dataset over `items` with the transforms, sampler, backend and bad-video policy of `cfg`.

@@ -61,7 +61,8 @@ def adapter_payload(*, state_dict: dict[str, torch.Tensor], config: dict, class_
     Args:
         state_dict: `VideoCLIP.adapter_state_dict()` (trainable tensors only).
         config: `config_to_dict(cfg)` of the run.
-        class_names: readable class names the prompts were built from (class-id order).
+        class_names: readable class names the prompts were built from (class-id order); empty for a caption run
+            (loss.kind infonce), which trains without classes.
         raw_labels: the dataset's raw labels in the same order.
         templates: the prompt templates, e.g. ["a video of {}."].
         step, epoch: training progress when saved.

@@ -30,7 +30,8 @@ class LoadedCheckpoint:
         path: the file as given by the user (recorded in results.json).
         state_dict: the adapter tensors.
         config: the training run's resolved config.
-        class_names, raw_labels, templates: the class prompts the run trained with.
+        class_names, raw_labels, templates: the class prompts the run trained with (empty for a caption run,
+            loss.kind infonce: the evaluation config names the classes).
     """
 
     path: str
