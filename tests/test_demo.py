@@ -1,9 +1,10 @@
 """The shortened demo end to end (what `make demo` runs, shorter): videos, tiny CLIP pretraining, frozen zero-shot,
 two MSTA runs through scripts/train.py, evaluation, table and plots.
 
-What it asserts is what the demo achieves today: the pretrained tiny CLIP recognises the appearance classes
-zero-shot and, being frame-wise, stays at chance on motion. The temporal-vs-order-free gap the demo is meant to
-show is not reached yet within its step budget (issue notes), so it is reported, not asserted."""
+It asserts the point of the demo: the pretrained tiny CLIP recognises the appearance classes zero-shot and, being
+frame-wise, stays at chance on motion; trained with the temporal parts, MSTA recognises the motion classes, and the
+same training without them does not (measured with this schedule: 89.8 % vs 21.9 %, chance 25 %). Appearance after
+adaptation is reported, not asserted: it is forgotten today (the demo's open point, README "The demo")."""
 import json
 import subprocess
 import sys
@@ -29,7 +30,11 @@ def test_quick_demo_shows_the_temporal_gap(tmp_path):
     assert frozen["motion"] < chance["motion"] + 20, rows
     # ... while the appearance classes it was pretrained on are recognised zero-shot
     assert frozen["appearance"] >= 80, rows
+    # the temporal parts see the direction of motion; the same adapters without them cannot
+    assert temporal["motion"] >= 70, rows
+    assert flat["motion"] < chance["motion"] + 20, rows
+    assert temporal["motion"] - flat["motion"] >= 30, rows
     for row in (temporal, flat):
-        assert 0 <= row["motion"] <= 100 and 0 <= row["appearance"] <= 100
+        assert 0 <= row["appearance"] <= 100
     assert "| MSTA + ST-Adapters (temporal) |" in proc.stdout
     assert (out / "demo_accuracy.png").stat().st_size > 2000
