@@ -221,7 +221,9 @@ class TrainCfg:
 @dataclass(frozen=True)
 class EvalCfg:
     protocol: str = "fewshot"                 # "zeroshot", "fewshot", "b2n" or "supervised"
-    batch_size: int = 8                       # videos per evaluation batch (all their views in one forward)
+    batch_size: int = 8                       # videos per evaluation batch
+    batch_views: bool = True                  # all views of a batch in one forward (GPU); false: view by view,
+                                              # measured 1.34x faster on a 2-core CPU (docs/benchmarks.md)
     splits: tuple[str, ...] = ()              # test lists for multi-split protocols (zero-shot HMDB/UCF: 3 splits)
     class_tables: tuple[str, ...] = ()        # one class table per split where classes differ (K600 draws, b2n)
     half_class_draws: int = 0                 # >0: also the half-class variant with this many seeded draws

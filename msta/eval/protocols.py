@@ -97,7 +97,7 @@ def _image_size(model) -> int:
 
 
 def score_splits(cfg: ExperimentCfg, model, specs: Sequence[SplitSpec], *, bank: Optional[ClassBank] = None,
-                 batch_views: bool = True) -> ScoredSplits:
+                 batch_views: Optional[bool] = None) -> ScoredSplits:
     """Scores the union of the splits' videos against the union of their classes once, then restricts per split.
 
     Args:
@@ -105,7 +105,7 @@ def score_splits(cfg: ExperimentCfg, model, specs: Sequence[SplitSpec], *, bank:
         model: the ``VideoCLIP`` to evaluate.
         specs: the splits.
         bank: class-embedding cache (default a fresh one).
-        batch_views: see ``score_dataset``.
+        batch_views: see ``score_dataset``; None: ``cfg.eval.batch_views``.
     """
     from msta.data.datasets import build_video_dataset
     from msta.text.prompts import prompts_from_config
@@ -136,7 +136,8 @@ def score_splits(cfg: ExperimentCfg, model, specs: Sequence[SplitSpec], *, bank:
     _logger.info("scoring %d videos (%d lists) x %d classes, %d x %d views", len(items), len(specs), len(classes),
                  cfg.eval.views.clips, cfg.eval.views.crops)
     matrix = score_dataset(model, dataset, emb, classes, batch_size=cfg.eval.batch_size,
-                           num_workers=cfg.data.num_workers, batch_views=batch_views)
+                           num_workers=cfg.data.num_workers,
+                           batch_views=cfg.eval.batch_views if batch_views is None else batch_views)
     splits = {s.name: matrix.restrict(tables[s.class_table], [it.path for it in lists[s.name]],
                                       [it.label for it in lists[s.name]]) for s in specs}
     return ScoredSplits(matrix, splits, list(specs), dict(zip(classes, prompts.names)), prompts.templates)

@@ -117,6 +117,24 @@ def test_class_bank_encodes_each_class_set_once(frozen):
     torch.testing.assert_close(a.norm(dim=-1), torch.ones(2))
 
 
+def test_eval_batch_views_key_reaches_the_scoring(world, adapted, monkeypatch):
+    """eval.batch_views=false scores view by view, through the protocols, with the same scores."""
+    model, _ = adapted
+    seen = []
+    real = P.score_dataset
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["batch_views"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(P, "score_dataset", spy)
+    batched = P.score_splits(make_cfg(world, views={"clips": 2, "crops": 1}), model, P.split_specs(make_cfg(world)))
+    per_view_cfg = make_cfg(world, views={"clips": 2, "crops": 1}, batch_views=False)
+    per_view = P.score_splits(per_view_cfg, model, P.split_specs(per_view_cfg))
+    assert seen == [True, False]
+    torch.testing.assert_close(batched.pool.scores, per_view.pool.scores, atol=1e-5, rtol=1e-5)
+
+
 def test_half_class_restriction_equals_direct_evaluation(world, adapted, tmp_path):
     """Differential: columns and rows cut from the pooled (multi-view) matrix == a run on the half class set."""
     model, _ = adapted
