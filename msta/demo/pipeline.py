@@ -167,7 +167,7 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict:
     data = _write_data(settings)
     lap("1 generate videos")
     weights, stats = ensure_pretrained(_cache_dir(settings), PretrainCfg(steps=settings.pretrain_steps))
-    lap("2 pretrain tiny CLIP (cached)")
+    lap("2 pretrain tiny CLIP (0 when cached)")
     rows = {"frozen CLIP, zero-shot": _evaluate(settings, "frozen", data, weights, None)}
     lap("3 evaluate frozen CLIP")
     for v in VARIANTS:

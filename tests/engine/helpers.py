@@ -69,13 +69,20 @@ def env(tmp: Path) -> dict:
     return e
 
 
-def run_train(cfg: Path, tmp: Path, *extra: str, nproc: int = 1, timeout: int = 180) -> subprocess.CompletedProcess:
-    """Runs scripts/train.py as a subprocess: plainly (nproc 1) or under torchrun with `nproc` processes."""
+def run_train(cfg: Path, tmp: Path, *extra: str, nproc: int = 1, launcher: str = "torchrun",
+              timeout: int = 180) -> subprocess.CompletedProcess:
+    """Runs scripts/train.py as a subprocess: plainly (nproc 1) or with `nproc` processes under `launcher`
+    ("torchrun", or "deepspeed", which passes --local_rank=N to the script)."""
+    from msta.engine.distributed import free_port
+
     if nproc == 1:
         cmd = [sys.executable, str(TRAIN), "--cfg", str(cfg), *extra]
-    else:
-        from msta.engine.distributed import free_port
-
+    elif launcher == "torchrun":
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
                f"--master_port={free_port()}", str(TRAIN), "--cfg", str(cfg), *extra]
+    elif launcher == "deepspeed":
+        cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(nproc), "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), str(TRAIN), "--cfg", str(cfg), *extra]
+    else:
+        raise ValueError(f"unknown launcher {launcher!r}")
     return subprocess.run(cmd, env=env(tmp), capture_output=True, text=True, timeout=timeout, cwd=REPO)

@@ -72,18 +72,29 @@ def reference(tmp_path_factory, data_keys):
     return tmp / "run"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("stage", [2, 3])
-def test_two_processes_match_one(stage, tmp_path, data_keys, reference):
-    cfg = _config(tmp_path, data_keys, zero_stage=stage, micro_batch=3)  # 3 x 1 accumulation x 2 ranks = 6
-    _check(run_train(cfg, tmp_path, nproc=2))
-    run = tmp_path / "run"
+def _assert_matches(run: Path, reference: Path, world_size: int) -> None:
     assert _losses(run) == pytest.approx(_losses(reference), rel=1e-4)
     ref, got = load_adapters(reference / "last.pt"), load_adapters(run / "last.pt")
     assert set(ref["state_dict"]) == set(got["state_dict"])
     for k, v in ref["state_dict"].items():
         torch.testing.assert_close(got["state_dict"][k], v, atol=1e-5, rtol=1e-4, msg=k)
-    assert json.loads((run / "train_summary.json").read_text())["world_size"] == 2
+    assert json.loads((run / "train_summary.json").read_text())["world_size"] == world_size
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_two_processes_match_one(stage, tmp_path, data_keys, reference):
+    cfg = _config(tmp_path, data_keys, zero_stage=stage, micro_batch=3)  # 3 x 1 accumulation x 2 ranks = 6
+    _check(run_train(cfg, tmp_path, nproc=2))
+    _assert_matches(tmp_path / "run", reference, world_size=2)
+
+
+@pytest.mark.slow
+def test_deepspeed_launcher_matches_one(tmp_path, data_keys, reference):
+    """The same script under the `deepspeed` launcher (which passes --local_rank=N), 2 processes, ZeRO-2."""
+    cfg = _config(tmp_path, data_keys, zero_stage=2, micro_batch=3)
+    _check(run_train(cfg, tmp_path, nproc=2, launcher="deepspeed"))
+    _assert_matches(tmp_path / "run", reference, world_size=2)
 
 
 @pytest.mark.slow
