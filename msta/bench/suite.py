@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,7 @@ def _base(tiny: bool, steps: Optional[int]) -> TrainSpec:
     if tiny:
         # msta-tiny: vision width 64, 2 blocks; r must divide 64 for the grouped temporal conv
         return TrainSpec(name="msta_r16_b2-2", model="msta-tiny", msta_dim=16, msta_blocks=(2, 2),
-                         steps=steps or 1, warmup=1)
+                         steps=steps or 1, warmup=1, local_peak_shape=TINY_SHAPES[0])
     return TrainSpec(steps=steps or 3, warmup=1)
 
 
@@ -127,7 +128,8 @@ def derive_train(rows: list[dict], peaks: dict) -> None:
     ``required_flops`` of a row = the executed FLOPs of the all-on row of the same model and workload (fp32
     preferred); ``util_required`` = required / step time / the measured matmul peak of the row's precision;
     ``speedup_vs_off`` / ``slowdown_vs_on`` compare with the all-on row of the same group and precision;
-    ``bf16_speedup`` = fp32 step time / bf16 step time of the same configuration.
+    ``bf16_speedup`` = fp32 step time / bf16 step time of the same configuration; ``local_peak_flops_per_s`` =
+    median of the peaks measured beside the row's own steps, ``util_required_local`` = required FLOP/s against it.
     """
     on = {}
     for r in rows:
@@ -144,6 +146,9 @@ def derive_train(rows: list[dict], peaks: dict) -> None:
         r["useful_flops_per_s"] = r["required_flops"] / r["step_s"] if r["step_s"] > 0 else 0.0
         r["util_executed"] = r["flops_per_s"] / peak if peak else 0.0
         r["util_required"] = r["useful_flops_per_s"] / peak if peak else 0.0
+        local = statistics.median(r["local_peaks"]) if r.get("local_peaks") else 0.0
+        r["local_peak_flops_per_s"] = local
+        r["util_required_local"] = r["useful_flops_per_s"] / local if local else 0.0
         r["slowdown_vs_on"] = r["step_s"] / ref["step_s"] if ref and ref["step_s"] > 0 else float("nan")
         r["peak_vs_on"] = r["peak_rss_mb"] / ref["peak_rss_mb"] if ref else float("nan")
         r["step_peak_vs_on"] = (r["step_peak_mb"] / ref["step_peak_mb"]

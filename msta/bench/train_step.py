@@ -41,6 +41,8 @@ class TrainSpec:
         cache_descriptions: description targets once per run (True) or encoded in every step (False).
         precision: "fp32" or "bf16" (torch.autocast on the CPU; weights and optimiser stay fp32).
         steps, warmup: timed and untimed steps; one more step is run under the FLOP counter afterwards.
+        local_peak_shape: (M, K, N) of the matmul peak measured right before each timed step and after the last
+            (default: the ViT-B/16 MLP product of one 8-frame clip), in the row's precision.
     """
     name: str = "msta_r128_b8-12"
     model: str = "ViT-B-16"
@@ -61,11 +63,12 @@ class TrainSpec:
     precision: str = "fp32"
     steps: int = 3
     warmup: int = 1
+    local_peak_shape: tuple[int, int, int] = (1576, 3072, 768)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainSpec":
         d = dict(d)
-        for k in ("msta_blocks", "st_blocks"):
+        for k in ("msta_blocks", "st_blocks", "local_peak_shape"):
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
@@ -162,12 +165,20 @@ class _Step:
         return loss
 
 
+def _local_peak(dtype: torch.dtype, shape: tuple[int, int, int]) -> float:
+    """FLOP/s of the best of 3 products of `shape` now (about 0.2 s at the ViT-B/16 shape)."""
+    from msta.bench.peaks import matmul_peak
+
+    return matmul_peak(dtype, shapes=(tuple(shape),), repeats=3).flops_per_s
+
+
 def run_train_bench(spec: TrainSpec, threads: Optional[int] = 2) -> dict:
     """Builds the spec's model and measures its optimiser step.
 
     Returns:
         A JSON-able dict: the spec, ``step_s`` (median of the timed steps), ``step_s_min``, ``steps_s``,
-        ``peak_rss_mb`` (process peak during the steps, model and workload included), ``step_peak_mb`` (that peak
+        ``local_peaks`` (matmul FLOP/s in the row's
+        precision before the first timed step and after each), ``peak_rss_mb`` (process peak during the steps, model and workload included), ``step_peak_mb`` (that peak
         minus the resident memory before the first step), ``model_rss_mb``, ``flops`` / ``fwd_flops`` /
         ``bwd_flops`` (executed by one step), ``trainable``, ``desc_once_s`` and ``loss``.
     """
@@ -181,11 +192,16 @@ def run_train_bench(spec: TrainSpec, threads: Optional[int] = 2) -> dict:
     loss = 0.0
     for _ in range(spec.warmup):
         loss = step()
+    # The machine's matmul throughput drifts by tens of percent from minute to minute on these shared VMs, so the
+    # peak is also measured beside every timed step: utilisation against it compares the same machine state.
+    dtype = torch.bfloat16 if spec.precision == "bf16" else torch.float32
+    local_peaks = [_local_peak(dtype, spec.local_peak_shape)]
     times = []
     for _ in range(spec.steps):
         start = time.perf_counter()
         loss = step()
         times.append(time.perf_counter() - start)
+        local_peaks.append(_local_peak(dtype, spec.local_peak_shape))
     peak = peak_rss_bytes()
     # the counted step comes last: the counter's dispatch overhead must not reach the timings
     with flop_counter() as fwd:
@@ -197,7 +213,7 @@ def run_train_bench(spec: TrainSpec, threads: Optional[int] = 2) -> dict:
     result = {
         "kind": "train", **spec.to_dict(), "threads": torch.get_num_threads(),
         "step_s": statistics.median(times) if times else 0.0, "step_s_min": min(times) if times else 0.0,
-        "steps_s": times, "build_s": build_s, "desc_once_s": step.desc_once_s,
+        "steps_s": times, "local_peaks": local_peaks, "build_s": build_s, "desc_once_s": step.desc_once_s,
         "peak_rss_mb": peak / 2**20, "model_rss_mb": before / 2**20,
         "step_peak_mb": (peak - before) / 2**20 if reset_ok else float("nan"), "peak_reset": reset_ok,
         "flops": flops.total, "fwd_flops": flops.forward.total, "bwd_flops": flops.backward.total,

@@ -38,6 +38,8 @@ def test_benchmark_all_tiny(tmp_path):
         for key in ("step_s", "peak_rss_mb", "flops", "fwd_flops", "bwd_flops", "required_flops", "flops_per_s",
                     "util_required"):
             assert _positive(row[key]), (row["name"], key, row[key])
+        assert len(row["local_peaks"]) == row["steps"] + 1 and all(_positive(x) for x in row["local_peaks"])
+        assert _positive(row["util_required_local"])
         assert row["flops"] >= row["required_flops"] * 0.999  # no configuration does less than the necessary work
     assert _positive(result["peaks"]["fp32_flops_per_s"]) and _positive(result["peaks"]["bf16_flops_per_s"])
     ev = result["eval"]
