@@ -177,9 +177,9 @@ def run_train_bench(spec: TrainSpec, threads: Optional[int] = 2) -> dict:
 
     Returns:
         A JSON-able dict: the spec, ``step_s`` (median of the timed steps), ``step_s_min``, ``steps_s``,
-        ``local_peaks`` (matmul FLOP/s in the row's
-        precision before the first timed step and after each), ``peak_rss_mb`` (process peak during the steps, model and workload included), ``step_peak_mb`` (that peak
-        minus the resident memory before the first step), ``model_rss_mb``, ``flops`` / ``fwd_flops`` /
+        ``local_peaks`` (matmul FLOP/s in the row's precision before the first timed step and after each),
+        ``peak_rss_mb`` (process peak during the steps, model and workload included), ``step_peak_mb`` (that
+        peak minus the resident memory before the first step), ``model_rss_mb``, ``flops`` / ``fwd_flops`` /
         ``bwd_flops`` (executed by one step), ``trainable``, ``desc_once_s`` and ``loss``.
     """
     if threads:
