@@ -20,6 +20,7 @@ import torch
 
 from msta.bench.flops import StepFlops, flop_counter
 from msta.bench.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
+from msta.bench.peaks import matmul_peak
 from msta.bench.workload import bench_prompts, random_clips
 
 __all__ = ["TrainSpec", "model_cfg", "run_train_bench"]
@@ -167,8 +168,6 @@ class _Step:
 
 def _local_peak(dtype: torch.dtype, shape: tuple[int, int, int]) -> float:
     """FLOP/s of the best of 3 products of `shape` now (about 0.2 s at the ViT-B/16 shape)."""
-    from msta.bench.peaks import matmul_peak
-
     return matmul_peak(dtype, shapes=(tuple(shape),), repeats=3).flops_per_s
 
 

@@ -61,6 +61,16 @@ def retrieval_selection(tokenize: Callable[[list[str]], torch.Tensor], text_batc
     return Selection("mean_r1", evaluate, describe)
 
 
+def _forward_views(engine, video: torch.Tensor):
+    """Forwards (B, T, C, H, W) or (B, V, T, C, H, W) clips with the V views folded into the batch.
+
+    Returns:
+        (the model output for B * V clips, B, V).
+    """
+    b, views = video.shape[0], (video.shape[1] if video.ndim == 6 else 1)
+    return model_forward(engine, video.flatten(0, 1) if video.ndim == 6 else video), b, views
+
+
 @torch.no_grad()
 def evaluate_top1(engine, loader, *, device: torch.device, dtype: torch.dtype) -> dict[str, float]:
     """Top-1 and top-5 accuracy (%) of `engine` on `loader`; views (B, V, ...) are scored by summed softmax.
@@ -75,10 +85,8 @@ def evaluate_top1(engine, loader, *, device: torch.device, dtype: torch.dtype) -
     pos = 0
     for batch in loader:
         batch = to_device(batch, device, dtype)
-        video, labels = batch["video"], batch["label"]
-        b = video.shape[0]
-        views = video.shape[1] if video.ndim == 6 else 1
-        out = model_forward(engine, video.flatten(0, 1) if video.ndim == 6 else video)
+        labels = batch["label"]
+        out, b, views = _forward_views(engine, batch["video"])
         logits = out.logit_scale.float().reshape(()) * out.video_emb.float() @ out.class_emb.float().t()
         scores = logits.softmax(-1).view(b, views, -1).sum(1)
         keep = valid[pos:pos + b].to(device) if valid is not None else torch.ones(b, dtype=torch.bool, device=device)
@@ -128,9 +136,7 @@ def evaluate_retrieval(engine, loader, tokenize: Callable[[list[str]], torch.Ten
     embs, got = [], []
     for batch in loader:
         got.append(batch["index"])
-        video = to_device(batch, device, dtype)["video"]
-        b, views = video.shape[0], (video.shape[1] if video.ndim == 6 else 1)
-        out = model_forward(engine, video.flatten(0, 1) if video.ndim == 6 else video)
+        out, b, views = _forward_views(engine, to_device(batch, device, dtype)["video"])
         embs.append(F.normalize(out.video_emb.float().view(b, views, -1).mean(1), dim=-1))
     video_emb = _gather_strided(torch.cat(embs), world, num_videos)                     # (N, E)
     # the dataset replaces a bad video by another one; its position then holds the wrong video
