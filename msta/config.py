@@ -170,11 +170,19 @@ class LossCfg:
     kind: str = "classification"              # "classification" (CE over class prompts) or "infonce" (captions)
     consistency: bool = True                  # the spatio-temporal consistency regulariser L_CC
     alpha: float = 1.0                        # L = L_CE + alpha * L_CC
+    distill: float = 0.0                      # L += distill * L_RD, reference distillation (0 = off, as the paper)
+    distill_texts: str = ""                   # file of reference texts for L_RD, one per line (when distill > 0)
+    distill_sample: int = 64                  # references drawn per step (all of them when fewer)
 
     def __post_init__(self):
         _check(self.kind in ("classification", "infonce"),
                f"loss.kind must be 'classification' or 'infonce', got {self.kind!r}")
         _check(self.alpha >= 0, f"loss.alpha must be >= 0, got {self.alpha}")
+        _check(self.distill >= 0, f"loss.distill must be >= 0, got {self.distill}")
+        _check(self.distill == 0 or bool(self.distill_texts),
+               f"loss.distill={self.distill} needs loss.distill_texts, a file of reference texts (one per line), "
+               "e.g. prompts/reference_concepts.txt; or set loss.distill=0")
+        _check(self.distill_sample >= 1, f"loss.distill_sample must be >= 1, got {self.distill_sample}")
 
 
 @dataclass(frozen=True)

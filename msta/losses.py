@@ -7,6 +7,9 @@ L = L_CE + alpha * L_CC (DESIGN §2):
   ``L_CC = mean_c [2 - cos(w_c, D_s,c) - cos(w_c, D_t,c)]``, with ``w_c`` the adapted text branch's class embedding
   and ``D_s,c`` / ``D_t,c`` the mean of the frozen branch's normalised description embeddings
   (``description_targets``).
+- ``reference_distillation_loss``: an optional guard of zero-shot ability, not part of the paper (ZSCL-style, ICCV
+  2023): the adapted model's distribution over a set of reference texts is pulled towards frozen CLIP's,
+  ``L_RD = KL(p_frozen || p_adapted)``; see msta.engine.references.
 
 Every function normalises its embeddings itself (cheap, and it makes the functions safe to call on raw encoder
 outputs). ``logit_scale`` is always the multiplier itself, i.e. already exponentiated (CLIP: 100), a Python number
@@ -29,6 +32,7 @@ __all__ = [
     "consistency_loss",
     "description_targets",
     "infonce_loss",
+    "reference_distillation_loss",
     "total_loss",
 ]
 
@@ -40,19 +44,24 @@ class LossOutput:
     """The training objective and its parts, each a 0-dim tensor.
 
     Attributes:
-        total: ``ce + alpha * cc``; the tensor to call ``backward()`` on.
+        total: ``ce + alpha * cc + beta * rd``; the tensor to call ``backward()`` on.
         ce: the classification (or InfoNCE) term.
         cc: the consistency term, a 0-dim zero when the regulariser is off (so logging code never branches).
+        rd: the reference-distillation term, None when it is off (then it is not logged).
     """
 
     total: Tensor
     ce: Tensor
     cc: Tensor
+    rd: Optional[Tensor] = None
 
     def as_floats(self) -> dict[str, float]:
-        """Detached Python floats for logging: ``{"loss": .., "loss_ce": .., "loss_cc": ..}``."""
-        return {"loss": float(self.total.detach()), "loss_ce": float(self.ce.detach()),
-                "loss_cc": float(self.cc.detach())}
+        """Detached Python floats for logging: ``{"loss": .., "loss_ce": .., "loss_cc": ..[, "loss_rd": ..]}``."""
+        out = {"loss": float(self.total.detach()), "loss_ce": float(self.ce.detach()),
+               "loss_cc": float(self.cc.detach())}
+        if self.rd is not None:
+            out["loss_rd"] = float(self.rd.detach())
+        return out
 
 
 def _check_2d(name: str, x: Tensor) -> None:
@@ -132,6 +141,35 @@ def infonce_loss(video_emb: Tensor, text_emb: Tensor, logit_scale: Scale) -> Ten
     logits = _at_least_fp32(classification_logits(video_emb, text_emb, logit_scale))
     target = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+def reference_distillation_loss(video_emb: Tensor, ref_emb: Tensor, teacher_video_emb: Tensor,
+                                teacher_ref_emb: Tensor, logit_scale: Scale) -> Tensor:
+    """L_RD: keep the adapted model's answers over reference texts those of frozen CLIP.
+
+    For each clip, ``p = softmax(logit_scale * cos(video, refs))`` over R reference texts, once with the adapted
+    model (both towers adapted: this is what a later zero-shot query sees) and once with frozen CLIP, and
+    ``L_RD = mean_b KL(p_frozen,b || p_adapted,b)``. Only the relative scores over the references are held, so the
+    adapters stay free to add what the training labels need along directions the references do not read.
+
+    Args:
+        video_emb: (B, E) adapted clip embeddings (normalised inside).
+        ref_emb: (R, E) adapted text-branch embeddings of the reference texts (normalised inside).
+        teacher_video_emb: (B, E) frozen CLIP's embeddings of the same clips (no gradient expected).
+        teacher_ref_emb: (R, E) frozen CLIP's embeddings of the same references (no gradient expected).
+        logit_scale: the exponentiated scale (CLIP: 100), used for both distributions.
+
+    Returns:
+        0-dim tensor, >= 0, zero when the adapted scores equal the frozen ones up to a per-clip constant.
+    """
+    if video_emb.shape != teacher_video_emb.shape or ref_emb.shape != teacher_ref_emb.shape:
+        raise ValueError(f"student and teacher shapes differ: video {tuple(video_emb.shape)} vs "
+                         f"{tuple(teacher_video_emb.shape)}, references {tuple(ref_emb.shape)} vs "
+                         f"{tuple(teacher_ref_emb.shape)}; encode the same clips and references with both")
+    student = F.log_softmax(_at_least_fp32(classification_logits(video_emb, ref_emb, logit_scale)), dim=-1)
+    teacher = F.log_softmax(_at_least_fp32(classification_logits(teacher_video_emb, teacher_ref_emb, logit_scale)),
+                            dim=-1)
+    return F.kl_div(student, teacher, reduction="batchmean", log_target=True)
 
 
 def description_targets(desc_emb: Tensor) -> Tensor:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from msta.losses import (LossOutput, classification_logits, classification_loss, consistency_loss,
-                         description_targets, infonce_loss, total_loss)
+                         description_targets, infonce_loss, reference_distillation_loss, total_loss)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -168,3 +168,34 @@ def test_consistency_pulls_class_embeddings_towards_targets():
 def test_bad_inputs_raise_value_error(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_reference_distillation_is_kl_of_frozen_to_adapted():
+    g = _gen(21)
+    video, refs = _randn(3, 8, g=g), _randn(5, 8, g=g)
+    t_video, t_refs = _randn(3, 8, g=g), _randn(5, 8, g=g)
+    loss = reference_distillation_loss(video, refs, t_video, t_refs, 20.0)
+    p = torch.softmax(20.0 * F.normalize(t_video.double(), dim=-1) @ F.normalize(t_refs.double(), dim=-1).T, -1)
+    q = torch.softmax(20.0 * F.normalize(video.double(), dim=-1) @ F.normalize(refs.double(), dim=-1).T, -1)
+    expected = (p * (p.log() - q.log())).sum(-1).mean()
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
+    assert loss.item() > 0
+    # zero when the adapted model answers as the frozen one, whatever the embeddings' norms
+    same = reference_distillation_loss(3 * t_video, t_refs, t_video, 0.5 * t_refs, 20.0)
+    assert abs(same.item()) < 1e-6
+
+
+def test_reference_distillation_gradients_reach_both_student_towers():
+    g = _gen(22)
+    video = _randn(4, 8, g=g, dtype=torch.float32).requires_grad_()
+    refs = _randn(6, 8, g=g, dtype=torch.float32).requires_grad_()
+    reference_distillation_loss(video, refs, _randn(4, 8, g=g), _randn(6, 8, g=g), torch.tensor(15.0)).backward()
+    assert video.grad.abs().sum() > 0 and refs.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="student and teacher shapes differ"):
+        reference_distillation_loss(video, refs, _randn(3, 8, g=g), _randn(6, 8, g=g), 15.0)
+
+
+def test_loss_output_logs_rd_only_when_present():
+    z = torch.zeros(())
+    assert "loss_rd" not in LossOutput(z, z, z).as_floats()
+    assert LossOutput(z + 1, z, z, rd=z + 0.5).as_floats()["loss_rd"] == 0.5

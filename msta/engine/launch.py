@@ -28,6 +28,7 @@ from msta.engine.loaders import TrainSampler, eval_loader, train_loader
 from msta.engine.logging import MetricWriter, setup_logging
 from msta.engine.objective import Objective
 from msta.engine.optim import build_optimizer
+from msta.engine.references import build_reference_bank
 from msta.engine.schedule import WarmupCosine
 from msta.engine.trainer import Trainer
 
@@ -186,6 +187,8 @@ def _train(cfg: ExperimentCfg, dist: DistInfo, run_dir: Path, resume: Optional[s
     prompts = _class_prompts(cfg, model)
     model.to(dist.device)
     targets = _targets(cfg, model, prompts, dist)
+    references = (build_reference_bank(model, cfg.loss.distill_texts, cfg.loss.distill_sample, cfg.train.seed)
+                  if cfg.loss.distill > 0 else None)
 
     size = model.image_size if isinstance(model.image_size, int) else model.image_size[0]
     if size != cfg.data.input_size:
@@ -223,7 +226,7 @@ def _train(cfg: ExperimentCfg, dist: DistInfo, run_dir: Path, resume: Optional[s
                                         steps_per_epoch=sampler.steps_per_epoch)
     total = schedule.total_steps if cfg.train.max_steps <= 0 else min(cfg.train.max_steps, schedule.total_steps)
     writer = MetricWriter(run_dir, enabled=dist.is_main)
-    trainer = Trainer(engine=engine, objective=Objective(cfg.loss, targets, model.tokenize), loader=loader,
+    trainer = Trainer(engine=engine, objective=Objective(cfg.loss, targets, model.tokenize, references), loader=loader,
                       sampler=sampler, select_loader=select_loader, select_on=select_on, plan=plan,
                       schedule=schedule, total_steps=total, cfg=cfg.train, dist=dist,
                       dtype=_DTYPES[cfg.train.precision], run_dir=run_dir, adapters=_adapters_fn(cfg, model, prompts),

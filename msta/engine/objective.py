@@ -1,4 +1,5 @@
-"""The training objective per micro batch: forward through the engine, then L = L_CE + alpha * L_CC (DESIGN §2).
+"""The training objective per micro batch: forward through the engine, then L = L_CE + alpha * L_CC (DESIGN §2),
+plus beta * L_RD when reference distillation is on (``loss.distill``; msta.engine.references).
 
 L_CC averages over the classes in the step. Every step encodes all C class prompts (they are the classifier of
 L_CE), so all C classes are in every step; this also makes the loss independent of how the global batch is split
@@ -18,7 +19,8 @@ import torch
 
 from msta.config import LossCfg
 from msta.engine.descriptions import DescriptionTargets
-from msta.losses import LossOutput, infonce_loss, total_loss
+from msta.engine.references import ReferenceBank
+from msta.losses import LossOutput, infonce_loss, reference_distillation_loss, total_loss
 
 __all__ = ["Objective", "to_device", "model_forward"]
 
@@ -53,20 +55,35 @@ class Objective:
         cfg: loss kind, alpha and the consistency switch.
         targets: the description targets on the training device (None: no L_CC).
         tokenize: the model's tokenizer, for caption batches (loss.kind infonce: batch["text"] is a list of str).
+        references: the reference texts of L_RD with their frozen embeddings (None: no L_RD).
     """
     cfg: LossCfg
     targets: Optional[DescriptionTargets]
     tokenize: Optional[Callable[[list[str]], torch.Tensor]] = None
+    references: Optional[ReferenceBank] = None
 
-    def __call__(self, engine, batch: dict) -> LossOutput:
-        """`engine` is the DeepSpeed engine (or the model): under ZeRO-3 only its forward gathers the parameters."""
+    def __call__(self, engine, batch: dict, step: int = 0) -> LossOutput:
+        """`engine` is the DeepSpeed engine (or the model): under ZeRO-3 only its forward gathers the parameters.
+
+        `step` (the optimiser step) picks the step's reference texts, the same on every rank and micro batch.
+        """
+        extra, teacher_refs = {}, None
+        if self.references is not None and self.cfg.distill > 0:
+            ref_ids, teacher_refs = self.references.draw(step)
+            extra = {"ref_texts": ref_ids, "teacher_video": True}
         if self.cfg.kind == "infonce":
             ids = self.tokenize(batch["text"]).to(batch["video"].device)
-            out = model_forward(engine, batch["video"], texts=ids)
-            loss = infonce_loss(out.video_emb, out.class_emb, out.logit_scale)
-            return LossOutput(total=loss, ce=loss, cc=loss.new_zeros(()))
-        out = model_forward(engine, batch["video"])
-        use_cc = self.cfg.consistency and self.targets is not None
-        return total_loss(out.video_emb, out.class_emb, batch["label"], out.logit_scale,
-                          spatial_target=self.targets.spatial if use_cc else None,
-                          temporal_target=self.targets.temporal if use_cc else None, alpha=self.cfg.alpha)
+            out = model_forward(engine, batch["video"], texts=ids, **extra)
+            ce = infonce_loss(out.video_emb, out.class_emb, out.logit_scale)
+            loss = LossOutput(total=ce, ce=ce, cc=ce.new_zeros(()))
+        else:
+            out = model_forward(engine, batch["video"], **extra)
+            use_cc = self.cfg.consistency and self.targets is not None
+            loss = total_loss(out.video_emb, out.class_emb, batch["label"], out.logit_scale,
+                              spatial_target=self.targets.spatial if use_cc else None,
+                              temporal_target=self.targets.temporal if use_cc else None, alpha=self.cfg.alpha)
+        if teacher_refs is None:
+            return loss
+        rd = reference_distillation_loss(out.video_emb, out.ref_emb, out.teacher_video_emb, teacher_refs,
+                                         out.logit_scale)
+        return LossOutput(total=loss.total + self.cfg.distill * rd, ce=loss.ce, cc=loss.cc, rd=rd)

@@ -109,7 +109,7 @@ class Trainer:
         set_lr(self.engine.optimizer, lr)
         terms = []
         for batch in micro_batches:
-            loss = self.objective(self.engine, to_device(batch, self.dist.device, self.dtype))
+            loss = self.objective(self.engine, to_device(batch, self.dist.device, self.dtype), self.state.step)
             self.engine.backward(loss.total)
             self.engine.step()
             terms.append(loss.as_floats())

@@ -46,18 +46,32 @@ class InjectionContext:
         num_frames: T of the current visual batch, set by ``VideoCLIP.encode_video`` (used when a caller does not
             pass ``num_frames`` to the block itself, e.g. open_clip's own ``VisionTransformer.forward``).
         bypass_text: run the text blocks as frozen CLIP (the consistency-loss teacher).
+        bypass_visual: run the visual blocks as frozen CLIP, ST-Adapters included (the distillation teacher).
     """
     num_frames: int = 1
     bypass_text: bool = False
+    bypass_visual: bool = False
 
     @contextlib.contextmanager
-    def text_bypassed(self) -> Iterator[None]:
-        """Context in which the text adapters are skipped."""
-        old, self.bypass_text = self.bypass_text, True
+    def _bypassed(self, attr: str) -> Iterator[None]:
+        old = getattr(self, attr)
+        setattr(self, attr, True)
         try:
             yield
         finally:
-            self.bypass_text = old
+            setattr(self, attr, old)
+
+    def text_bypassed(self) -> contextlib.AbstractContextManager[None]:
+        """Context in which the text adapters are skipped."""
+        return self._bypassed("bypass_text")
+
+    def visual_bypassed(self) -> contextlib.AbstractContextManager[None]:
+        """Context in which every visual adapter (MSTA and ST-Adapter) is skipped."""
+        return self._bypassed("bypass_visual")
+
+    def bypassed(self, modality: str) -> bool:
+        """Whether the adapters of ``modality`` ("text" or "visual") are skipped now."""
+        return self.bypass_text if modality == "text" else self.bypass_visual
 
 
 class AdaptedBlock(nn.Module):
@@ -95,7 +109,8 @@ class AdaptedBlock(nn.Module):
         """(N, L, D) -> (N, L, D); k_x / v_x are ignored, as by open_clip's self-attention block."""
         ctx, msta, st_attn, st_mlp = self._refs
         t = num_frames if num_frames is not None else ctx.num_frames
-        bypass = self.modality == "text" and ctx.bypass_text
+        if ctx.bypassed(self.modality):
+            st_attn = st_mlp = msta = None
         x = q_x if st_attn is None else st_attn(q_x, t)
         mask = attn_mask.to(x.dtype) if attn_mask is not None else None  # as open_clip's block does
         h = self.ln_1(x)
@@ -103,7 +118,7 @@ class AdaptedBlock(nn.Module):
         if st_mlp is not None:
             x = st_mlp(x, t)
         x = x + self.ls_2(self.mlp(self.ln_2(x)))
-        if msta is not None and not bypass:
+        if msta is not None:
             # parallel to the whole block, on the block input, through the block's own frozen ln_1; without an
             # ST-Adapter before attention that is h itself, so the norm is not computed (and differentiated) twice
             normed = h if st_attn is None else None

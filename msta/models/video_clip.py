@@ -33,11 +33,15 @@ class VideoTextOutput:
             embeddings when ``texts`` was given, or None when there is neither.
         logit_scale: () the exp of CLIP's frozen temperature parameter.
         frozen_emb: (N', E) L2-normalised frozen-teacher embeddings of ``frozen_texts``, or None.
+        ref_emb: (R, E) L2-normalised adapted-branch embeddings of ``ref_texts``, or None.
+        teacher_video_emb: (B, E) L2-normalised frozen-CLIP embeddings of ``video`` (no gradient), or None.
     """
     video_emb: Optional[Tensor]
     class_emb: Optional[Tensor]
     logit_scale: Tensor
     frozen_emb: Optional[Tensor] = None
+    ref_emb: Optional[Tensor] = None
+    teacher_video_emb: Optional[Tensor] = None
 
 
 @dataclass
@@ -152,6 +156,12 @@ class VideoCLIP(nn.Module):
         emb = rearrange(inj.visual_head(self.clip, x), "(b t) e -> b t e", t=t).mean(dim=1)
         return F.normalize(emb, dim=-1)
 
+    @torch.no_grad()
+    def encode_video_frozen(self, video: Tensor) -> Tensor:
+        """(B, T, C, H, W) -> (B, E) L2-normalised embeddings of frozen CLIP (visual adapters bypassed, no grad)."""
+        with self._ctx.visual_bypassed():
+            return self.encode_video(video)
+
     # ------------------------------------------------------------------------------------------------ text
 
     def tokenize(self, texts: Sequence[str] | str) -> Tensor:
@@ -217,7 +227,8 @@ class VideoCLIP(nn.Module):
     # ------------------------------------------------------------------------------------------------ forward
 
     def forward(self, video: Optional[Tensor] = None, texts: Optional[Tensor] = None,
-                frozen_texts: Optional[Tensor] = None, with_classes: bool = True) -> VideoTextOutput:
+                frozen_texts: Optional[Tensor] = None, with_classes: bool = True,
+                ref_texts: Optional[Tensor] = None, teacher_video: bool = False) -> VideoTextOutput:
         """One call for every use, so that DeepSpeed ZeRO-3 can gather parameters.
 
         Args:
@@ -225,9 +236,12 @@ class VideoCLIP(nn.Module):
             texts: (N, L) caption ids encoded by the adapted branch instead of the class prompts (InfoNCE data).
             frozen_texts: (N', L) ids encoded by the frozen teacher (consistency-loss descriptions).
             with_classes: encode the class prompts (when set and ``texts`` is None).
+            ref_texts: (R, L) reference-text ids encoded by the adapted branch (reference distillation).
+            teacher_video: also encode ``video`` with frozen CLIP, without gradient (reference distillation).
 
         Returns:
-            VideoTextOutput(video_emb (B, E), class_emb (C, E) or (N, E), logit_scale (), frozen_emb (N', E)).
+            VideoTextOutput(video_emb (B, E), class_emb (C, E) or (N, E), logit_scale (), frozen_emb (N', E),
+            ref_emb (R, E), teacher_video_emb (B, E)); the parts not asked for are None.
         """
         video_emb = self.encode_video(video) if video is not None else None
         if texts is not None:
@@ -237,8 +251,10 @@ class VideoCLIP(nn.Module):
         else:
             class_emb = None
         frozen_emb = self.encode_text_frozen(frozen_texts) if frozen_texts is not None else None
+        ref_emb = self.encode_text(ref_texts) if ref_texts is not None else None
+        teacher = self.encode_video_frozen(video) if teacher_video and video is not None else None
         logit_scale = self.clip.logit_scale.exp().reshape(())
-        return VideoTextOutput(video_emb, class_emb, logit_scale, frozen_emb)
+        return VideoTextOutput(video_emb, class_emb, logit_scale, frozen_emb, ref_emb, teacher)
 
     # ------------------------------------------------------------------------------------------------ params
 

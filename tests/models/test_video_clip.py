@@ -157,6 +157,26 @@ def test_frozen_teacher_equals_open_clip(plain):
     torch.testing.assert_close(out.frozen_emb, ref, atol=1e-6, rtol=1e-5)
 
 
+def test_frozen_video_teacher_equals_open_clip(plain):
+    """Every visual adapter (MSTA spatial + temporal, ST-Adapters) is skipped; the adapted path is restored after."""
+    clip, _ = plain
+    model = _build(plain, msta=FULL_MSTA, st_adapter=ST)
+    _perturb_st(model)
+    video = _video()
+    ref = _plain_video(clip, video).detach()
+    adapted = model.encode_video(video)
+    assert not torch.allclose(adapted, ref, atol=1e-4)
+    teacher = model.encode_video_frozen(video)
+    assert not teacher.requires_grad
+    torch.testing.assert_close(teacher, ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(model.encode_video(video), adapted)  # the bypass ends with the context
+    ids = model.tokenize(PROMPTS[:3])
+    out = model(video, ref_texts=ids, teacher_video=True, with_classes=False)
+    torch.testing.assert_close(out.teacher_video_emb, ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out.ref_emb, model.encode_text(ids))
+    assert out.ref_emb.requires_grad and out.class_emb is None
+
+
 def test_shared_layer_is_one_module_used_by_both_towers(plain):
     model = _build(plain, msta=FULL_MSTA)
     layer = model.adapters["msta"]["2"]

@@ -98,6 +98,26 @@ def test_deepspeed_launcher_matches_one(tmp_path, data_keys, reference):
 
 
 @pytest.mark.slow
+def test_reference_distillation_two_processes_zero3_match_one(tmp_path, data_keys):
+    """loss.distill: each step's references are the same on every rank, and the frozen-teacher forward works under
+    ZeRO-3 (its parameters are partitioned like the rest)."""
+    refs = tmp_path / "refs.txt"
+    refs.write_text("\n".join(f"a {c} {s}" for c in ("red", "green", "blue", "yellow") for s in ("square", "circle")))
+    loss = {"distill": 1.0, "distill_texts": str(refs), "distill_sample": 3}
+    runs = {}
+    for name, nproc, train in (("one", 1, {}), ("two", 2, {"zero_stage": 3, "micro_batch": 3})):
+        tmp = tmp_path / name
+        tmp.mkdir()
+        _check(run_train(tiny_config(tmp, data_keys, train={"out_dir": str(tmp / "run"), **train}, loss=loss), tmp,
+                         nproc=nproc))
+        runs[name] = tmp / "run"
+    _assert_matches(runs["two"], runs["one"], world_size=2)
+    records = [json.loads(line) for line in (runs["one"] / "metrics.jsonl").read_text().splitlines()]
+    rd = [r["loss_rd"] for r in records if r["split"] == "train"]
+    assert len(rd) == 12 and all(v > 0 for v in rd[1:])
+
+
+@pytest.mark.slow
 def test_sigkill_then_resume_auto_matches_uninterrupted(tmp_path, data_keys, reference):
     cfg = _config(tmp_path, data_keys)
     run = tmp_path / "run"
