@@ -3,8 +3,8 @@ two MSTA runs through scripts/train.py, evaluation, table and plots.
 
 It asserts the point of the demo: the pretrained tiny CLIP recognises the appearance classes zero-shot and, being
 frame-wise, stays at chance on motion; trained with the temporal parts, MSTA recognises the motion classes, and the
-same training without them does not (measured with this schedule: 89.8 % vs 21.9 %, chance 25 %). Appearance after
-adaptation is reported, not asserted: it is forgotten today (the demo's open point, README "The demo")."""
+same training without them does not (measured with this schedule: 94.5 % vs 25.0 %, chance 25 %); and adapting to
+the motion classes keeps the appearance classes (with reference distillation: 88.5 % after vs 92.7 % before)."""
 import json
 import subprocess
 import sys
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_quick_demo_shows_the_temporal_gap(tmp_path):
+def test_quick_demo_shows_the_temporal_gap_without_forgetting(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts/demo.py"), "--quick", "--out", str(out)],
                           capture_output=True, text=True, cwd=ROOT, timeout=1500)
@@ -34,7 +34,23 @@ def test_quick_demo_shows_the_temporal_gap(tmp_path):
     assert temporal["motion"] >= 70, rows
     assert flat["motion"] < chance["motion"] + 20, rows
     assert temporal["motion"] - flat["motion"] >= 30, rows
+    # no forgetting: the appearance classes stay recognised zero-shot after adapting to the motion classes
     for row in (temporal, flat):
-        assert 0 <= row["appearance"] <= 100
+        assert row["appearance"] >= frozen["appearance"] - 15, rows
     assert "| MSTA + ST-Adapters (temporal) |" in proc.stdout
     assert (out / "demo_accuracy.png").stat().st_size > 2000
+
+
+def test_a_failed_training_run_is_reported_with_its_console_tail(tmp_path):
+    """Both variants train side by side; one that fails stops the demo with the end of its console log."""
+    from msta.config import ConfigError
+    from msta.demo.pipeline import DemoSettings, _train_all, _write_data
+
+    settings = DemoSettings(out_dir=tmp_path / "demo", train_per_class=4, test_per_class=1, appearance_per_class=1)
+    data = _write_data(settings)
+    missing = tmp_path / "no_such_weights.pt"
+    with pytest.raises(RuntimeError, match=r"training msta failed \(exit [1-9]\d*\)") as failed:
+        _train_all(settings, data, missing)
+    assert "no_such_weights.pt" in str(failed.value)  # the child's own error, from its console.log
+    with pytest.raises(ConfigError, match="unknown config key"):  # a bad override fails before any run starts
+        _train_all(DemoSettings(out_dir=settings.out_dir, extra_opts=("train.bogus=1",)), data, missing)

@@ -37,10 +37,15 @@ def test_multi_positive_loss_does_not_punish_true_duplicates():
     assert loss(spread, one_hot) < loss(collapsed, one_hot)
 
 
-def test_cache_key_depends_on_every_setting():
+def test_cache_key_depends_on_every_setting_and_the_renderer(monkeypatch):
+    from msta.data import synthetic
+
     assert TINY.key() == dataclasses.replace(TINY).key()
     assert TINY.key() != dataclasses.replace(TINY, steps=13).key()
     assert TINY.key() != dataclasses.replace(TINY, colours=("red",)).key()
+    before = TINY.key()
+    monkeypatch.setattr(synthetic, "_RADIUS", (0.2, 0.3))  # bigger or smaller objects: another pretraining
+    assert TINY.key() != before
 
 
 def test_appearance_prompts_match_the_appearance_classes():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ from msta.data.synthetic import (_POS_PHRASE, _SIZE_WORDS, DEFAULT_COLOURS, DEFA
 from msta.data.transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 __all__ = ["PretrainCfg", "pretrain_clip", "ensure_pretrained", "zero_shot_accuracy", "appearance_prompts",
-           "frames_to_tensor", "multi_positive_clip_loss"]
+           "frames_to_tensor", "multi_positive_clip_loss", "reference_captions"]
 
 _logger = logging.getLogger(__name__)
 
@@ -50,9 +51,20 @@ class PretrainCfg:
     logit_scale_init: float = 1 / 0.07  # initial (learnable) temperature, open_clip's default
 
     def key(self) -> str:
-        """A short hash of every setting (the cache key)."""
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """A short hash of every setting and of the frame renderer and captioner (the cache key)."""
+        blob = json.dumps({**dataclasses.asdict(self), "renderer": _renderer_fingerprint()}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def _renderer_fingerprint() -> str:
+    """The source of what draws and captions the pretraining frames, and its constants: editing any of them (e.g.
+    the object size range) changes the cache key, so a stale tiny CLIP is never reused."""
+    from msta.data import synthetic as S
+
+    parts = [inspect.getsource(f) for f in (S.sample_captioned_frames, S.render_shapes, S._backgrounds,
+                                             S.caption_compatibility)]
+    parts.append(repr((S.COLOURS, S.SHAPES, S._POS_PHRASE, S._SIZE_WORDS, S._RADIUS)))
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()
 
 
 def frames_to_tensor(images: Any) -> torch.Tensor:
@@ -91,6 +103,20 @@ def appearance_prompts(colours: Sequence[str] = DEFAULT_COLOURS, shapes: Sequenc
     """The appearance classes (colour-major, as `task_classes("appearance")`) and one prompt per class."""
     names = [f"a {c} {s}" for c in colours for s in shapes]
     return [f"{c}_{s}" for c in colours for s in shapes], [template.format(n) for n in names]
+
+
+def reference_captions(n: int = 256, seed: int = 4242) -> list[str]:
+    """The first ``n`` distinct captions drawn from the tiny CLIP's pretraining distribution: the demo's references.
+
+    They play the part that a generic concept list plays for a real CLIP in ``loss.distill``: what the frozen model
+    knows in general. A fresh seed, so they are new draws from the pretraining caption distribution, not its batches.
+    """
+    found: dict[str, None] = {}
+    for attempt in range(8):
+        found.update(dict.fromkeys(sample_captioned_frames(4 * n, seed + attempt)[1]))
+        if len(found) >= n:
+            return list(found)[:n]
+    raise ValueError(f"the pretraining captions have only {len(found)} distinct texts; ask for n <= {len(found)}")
 
 
 @torch.no_grad()
