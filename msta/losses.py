@@ -166,9 +166,11 @@ def reference_distillation_loss(video_emb: Tensor, ref_emb: Tensor, teacher_vide
         raise ValueError(f"student and teacher shapes differ: video {tuple(video_emb.shape)} vs "
                          f"{tuple(teacher_video_emb.shape)}, references {tuple(ref_emb.shape)} vs "
                          f"{tuple(teacher_ref_emb.shape)}; encode the same clips and references with both")
-    student = F.log_softmax(_at_least_fp32(classification_logits(video_emb, ref_emb, logit_scale)), dim=-1)
-    teacher = F.log_softmax(_at_least_fp32(classification_logits(teacher_video_emb, teacher_ref_emb, logit_scale)),
-                            dim=-1)
+    # in fp32 or better: under bf16 the teacher's video embedding is bf16 while its reference table is fp32
+    video_emb, ref_emb, teacher_video_emb, teacher_ref_emb = map(
+        _at_least_fp32, (video_emb, ref_emb, teacher_video_emb, teacher_ref_emb))
+    student = F.log_softmax(classification_logits(video_emb, ref_emb, logit_scale), dim=-1)
+    teacher = F.log_softmax(classification_logits(teacher_video_emb, teacher_ref_emb, logit_scale), dim=-1)
     return F.kl_div(student, teacher, reduction="batchmean", log_target=True)
 
 

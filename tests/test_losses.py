@@ -191,6 +191,9 @@ def test_reference_distillation_gradients_reach_both_student_towers():
     refs = _randn(6, 8, g=g, dtype=torch.float32).requires_grad_()
     reference_distillation_loss(video, refs, _randn(4, 8, g=g), _randn(6, 8, g=g), torch.tensor(15.0)).backward()
     assert video.grad.abs().sum() > 0 and refs.grad.abs().sum() > 0
+    mixed = reference_distillation_loss(video.bfloat16(), refs.bfloat16(), _randn(4, 8, g=g).bfloat16(),
+                                        _randn(6, 8, g=g).float(), 15.0)  # bf16 training, fp32 reference table
+    assert mixed.dtype == torch.float32 and torch.isfinite(mixed)
     with pytest.raises(ValueError, match="student and teacher shapes differ"):
         reference_distillation_loss(video, refs, _randn(3, 8, g=g), _randn(6, 8, g=g), 15.0)
 

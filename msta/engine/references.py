@@ -70,9 +70,6 @@ class ReferenceBank:
         pick = torch.randperm(len(self), generator=g)[:self.sample].to(self.ids.device)
         return self.ids[pick], self.teacher[pick]
 
-    def to(self, device: torch.device | str) -> "ReferenceBank":
-        return ReferenceBank(self.ids.to(device), self.teacher.to(device), self.sample, self.seed)
-
 
 @torch.no_grad()
 def build_reference_bank(model, path: str | Path, sample: int, seed: int, chunk: int = 256) -> ReferenceBank:
