@@ -28,7 +28,8 @@ class TrainSampler(Sampler[int]):
 
     def __init__(self, num_items: int, *, global_batch: int, rank: int, world_size: int, seed: int):
         if num_items < global_batch:
-            raise ValueError(f"the training set has {num_items} videos, fewer than one global batch "
+            raise ValueError(f"the training set has {num_items} items (videos, or caption lines with loss.kind "
+                             "infonce), fewer than one global batch "
                              f"(train.batch_size={global_batch}); lower train.batch_size or add data")
         self.num_items, self.global_batch = num_items, global_batch
         self.rank, self.world_size, self.seed = rank, world_size, seed
