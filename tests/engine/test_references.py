@@ -14,6 +14,8 @@ from msta.models import build_model
 REFS = ["a red square", "a blue circle", "a green triangle", "a yellow square on the left", "a small blue cross",
         "a large red circle at the top", "a green diamond", "a yellow circle in the centre"]
 LABELS = ["moving left", "moving right", "moving up"]
+ADAPTED = {"msta": MstaCfg(dim=16, text_blocks=(1, 2), vision_blocks=(1, 2), scale=0.1),
+           "st_adapter": StAdapterCfg(enabled=True, blocks=(1, 2), width=8)}
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +109,7 @@ def test_objective_adds_beta_times_rd_and_rd_is_zero_for_identity_adapters(weigh
 
 def _train(weights, ref_file, beta, steps=60):
     """A few AdamW steps on random clips; returns the model and the bank."""
-    model = _model(weights, msta=MstaCfg(dim=16, text_blocks=(1, 2), vision_blocks=(1, 2), scale=0.1),
-                   st_adapter=StAdapterCfg(enabled=True, blocks=(1, 2), width=8))
+    model = _model(weights, **ADAPTED)
     bank = build_reference_bank(model, ref_file, sample=6, seed=0)
     cfg = LossCfg(consistency=False, distill=beta, distill_texts=str(ref_file))
     objective = Objective(cfg, None, references=bank)
@@ -140,8 +141,7 @@ def test_distillation_keeps_the_answers_on_references_and_still_fits_the_labels(
                                    model(None).logit_scale).item()
 
     assert drift(held) < 0.1 * drift(free), (drift(held), drift(free))  # measured: 0.013 vs 1.7
-    start = _model(weights, msta=MstaCfg(dim=16, text_blocks=(1, 2), vision_blocks=(1, 2), scale=0.1),
-                   st_adapter=StAdapterCfg(enabled=True, blocks=(1, 2), width=8))
+    start = _model(weights, **ADAPTED)
     assert fit(held) < 0.2 * fit(start), (fit(held), fit(start))  # the labels are still learned: 0.002 vs 1.16
 
 
