@@ -132,6 +132,32 @@ class VideoCLIP(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ video
 
+    def _video_prefix(self, video: Tensor) -> Tensor:
+        """(B, T, C, H, W) -> (B*T, L, D) frame tokens after the visual blocks below the first adapted one."""
+        if video.ndim != 5:
+            raise ValueError(f"encode_video expects (B, T, C, H, W), got shape {tuple(video.shape)}; "
+                             "stack clips as (B, T, C, H, W) (multi-view batches: fold the views into B)")
+        t = video.shape[1]
+        self._ctx.num_frames = t  # for callers that run the wrapped blocks without passing num_frames
+        frames = rearrange(video, "b t c h w -> (b t) c h w")
+        with self._prefix_context():
+            x = inj.visual_embed(self.clip, frames)
+            return inj.run_blocks(inj.visual_blocks(self.clip), x, 0, self._first_visual, num_frames=t)
+
+    def _video_suffix(self, x: Tensor, num_frames: int) -> Tensor:
+        """(B*T, L, D) prefix tokens -> (B, E) L2-normalised embeddings (adapted blocks, head, mean over T)."""
+        blocks = inj.visual_blocks(self.clip)
+        x = inj.run_blocks(blocks, x, self._first_visual, len(blocks), num_frames=num_frames,
+                           checkpointing=self.perf.grad_checkpointing)
+        emb = rearrange(inj.visual_head(self.clip, x), "(b t) e -> b t e", t=num_frames).mean(dim=1)
+        return F.normalize(emb, dim=-1)
+
+    @torch.no_grad()
+    def _frozen_video_suffix(self, x: Tensor, num_frames: int) -> Tensor:
+        """``_video_suffix`` with every visual adapter bypassed: frozen CLIP's embeddings, no grad."""
+        with self._ctx.visual_bypassed():
+            return self._video_suffix(x, num_frames)
+
     def encode_video(self, video: Tensor) -> Tensor:
         """Encodes clips frame-wise and mean-pools over time.
 
@@ -141,26 +167,12 @@ class VideoCLIP(nn.Module):
         Returns:
             (B, E) L2-normalised video embeddings.
         """
-        if video.ndim != 5:
-            raise ValueError(f"encode_video expects (B, T, C, H, W), got shape {tuple(video.shape)}; "
-                             "stack clips as (B, T, C, H, W) (multi-view batches: fold the views into B)")
-        t = video.shape[1]
-        self._ctx.num_frames = t  # for callers that run the wrapped blocks without passing num_frames
-        blocks = inj.visual_blocks(self.clip)
-        frames = rearrange(video, "b t c h w -> (b t) c h w")
-        with self._prefix_context():
-            x = inj.visual_embed(self.clip, frames)
-            x = inj.run_blocks(blocks, x, 0, self._first_visual, num_frames=t)
-        x = inj.run_blocks(blocks, x, self._first_visual, len(blocks), num_frames=t,
-                           checkpointing=self.perf.grad_checkpointing)
-        emb = rearrange(inj.visual_head(self.clip, x), "(b t) e -> b t e", t=t).mean(dim=1)
-        return F.normalize(emb, dim=-1)
+        return self._video_suffix(self._video_prefix(video), video.shape[1])
 
     @torch.no_grad()
     def encode_video_frozen(self, video: Tensor) -> Tensor:
         """(B, T, C, H, W) -> (B, E) L2-normalised embeddings of frozen CLIP (visual adapters bypassed, no grad)."""
-        with self._ctx.visual_bypassed():
-            return self.encode_video(video)
+        return self._frozen_video_suffix(self._video_prefix(video), video.shape[1])
 
     # ------------------------------------------------------------------------------------------------ text
 
@@ -243,7 +255,12 @@ class VideoCLIP(nn.Module):
             VideoTextOutput(video_emb (B, E), class_emb (C, E) or (N, E), logit_scale (), frozen_emb (N', E),
             ref_emb (R, E), teacher_video_emb (B, E)); the parts not asked for are None.
         """
-        video_emb = self.encode_video(video) if video is not None else None
+        video_emb = teacher = None
+        if video is not None:
+            x = self._video_prefix(video)
+            video_emb = self._video_suffix(x, video.shape[1])
+            if teacher_video:  # frozen CLIP shares the blocks below the first adapted one: run them once
+                teacher = self._frozen_video_suffix(x, video.shape[1])
         if texts is not None:
             class_emb = self.encode_text(texts)
         elif with_classes and self.class_ids is not None:
@@ -252,7 +269,6 @@ class VideoCLIP(nn.Module):
             class_emb = None
         frozen_emb = self.encode_text_frozen(frozen_texts) if frozen_texts is not None else None
         ref_emb = self.encode_text(ref_texts) if ref_texts is not None else None
-        teacher = self.encode_video_frozen(video) if teacher_video and video is not None else None
         logit_scale = self.clip.logit_scale.exp().reshape(())
         return VideoTextOutput(video_emb, class_emb, logit_scale, frozen_emb, ref_emb, teacher)
 

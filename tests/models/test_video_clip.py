@@ -177,6 +177,23 @@ def test_frozen_video_teacher_equals_open_clip(plain):
     assert out.ref_emb.requires_grad and out.class_emb is None
 
 
+@pytest.mark.parametrize("no_grad_prefix", [True, False])
+def test_teacher_shares_the_frozen_prefix_and_still_equals_open_clip(plain, no_grad_prefix):
+    """Adapters from block 2 on: the forward runs block 1 once for both the adapted and the frozen embedding."""
+    clip, _ = plain
+    perf = dataclasses.replace(OFF, frozen_prefix_no_grad=no_grad_prefix)
+    model = _build(plain, msta=MstaCfg(dim=16, text_blocks=(2, 2), vision_blocks=(2, 2)), perf=perf)
+    video = _video(seed=4)
+    ran = []
+    hook = model.clip.visual.transformer.resblocks[0].ln_1.register_forward_hook(lambda *_: ran.append(1))
+    out = model(video, teacher_video=True, with_classes=False)
+    hook.remove()
+    assert len(ran) == 1
+    torch.testing.assert_close(out.teacher_video_emb, _plain_video(clip, video).detach(), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out.video_emb, model.encode_video(video))
+    assert out.video_emb.requires_grad and not out.teacher_video_emb.requires_grad
+
+
 def test_shared_layer_is_one_module_used_by_both_towers(plain):
     model = _build(plain, msta=FULL_MSTA)
     layer = model.adapters["msta"]["2"]
