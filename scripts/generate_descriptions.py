@@ -1,50 +1,11 @@
-"""Generate spatial and temporal class descriptions with an OpenAI-compatible chat endpoint.
-
-    python scripts/generate_descriptions.py --classes labels/hmdb51.csv --out prompts/hmdb51.yaml \
-        --base-url https://api.openai.com/v1 --model gpt-4o-mini --api-key-env OPENAI_API_KEY
-
-Answers are cached (default .cache/descriptions/<dataset>.jsonl); an interrupted run resumes when started again.
-"""
-from __future__ import annotations
-
-import argparse
-import logging
+#!/usr/bin/env python
+"""Thin wrapper over msta.cli.generate_descriptions (see its docstring, or run with --help)."""
 import sys
 from pathlib import Path
 
-from msta.text.generator import PROMPT_VERSION, GenerationError, GeneratorOptions, generate_prompts_file
-from msta.text.prompts import PromptError
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's msta, whether installed or not
 
-
-def main(argv: list[str] | None = None) -> int:
-    d = GeneratorOptions()
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0] + f" (prompt {PROMPT_VERSION})")
-    p.add_argument("--classes", required=True, help="class table, `id,name` CSV with header")
-    p.add_argument("--out", required=True, help="prompts file to write, e.g. prompts/hmdb51.yaml")
-    p.add_argument("--dataset", help="dataset key (default: the stem of --out)")
-    p.add_argument("--names", help="prompts file with the readable names (default: --out if it exists)")
-    p.add_argument("--cache", help="JSONL answer cache (default .cache/descriptions/<dataset>.jsonl)")
-    p.add_argument("--base-url", default=d.base_url, help="API root with version, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--model", default=d.model)
-    p.add_argument("--api-key-env", default=d.api_key_env, help="variable holding the key; '' sends none")
-    p.add_argument("--num", type=int, default=d.num_descriptions, help="descriptions per type and class")
-    p.add_argument("--temperature", type=float, default=d.temperature)
-    p.add_argument("--timeout", type=float, default=d.timeout, help="seconds per request")
-    p.add_argument("--max-retries", type=int, default=d.max_retries)
-    p.add_argument("--backoff", type=float, default=d.backoff, help="first retry delay in seconds, doubled each time")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        opts = GeneratorOptions(base_url=a.base_url, model=a.model, api_key_env=a.api_key_env,
-                                num_descriptions=a.num, temperature=a.temperature, timeout=a.timeout,
-                                max_retries=a.max_retries, backoff=a.backoff)
-        generate_prompts_file(a.classes, Path(a.out), opts, dataset=a.dataset, names_from=a.names,
-                              cache_path=a.cache)
-    except (GenerationError, PromptError, ValueError) as e:
-        logging.getLogger("generate_descriptions").error("%s", e)
-        return 1
-    return 0
-
+from msta.cli.generate_descriptions import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())
