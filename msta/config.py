@@ -19,6 +19,8 @@ from typing import Any, Optional
 
 import yaml
 
+from .errors import UserError
+
 __all__ = [
     "ConfigError", "MstaCfg", "StAdapterCfg", "PerfCfg", "ModelCfg", "ViewsCfg", "DataCfg", "TextCfg", "LossCfg",
     "OptimCfg", "TrainCfg", "EvalCfg", "ExperimentCfg", "load_config", "config_from_dict", "config_to_dict",
@@ -26,7 +28,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override is invalid; the message names the key, the value and the fix."""
 
 

@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
+from ..errors import UserError
+
 __all__ = [
     "AnnotationError", "VideoItem", "read_video_list", "write_video_list", "read_class_table", "write_class_table",
     "read_slowfast_csv", "write_slowfast_csv", "read_index2cls_json", "write_index2cls_json", "remap_labels",
 ]
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """An annotation file is malformed; the message names the file, the line and the offending text."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..errors import UserError
 from .decoding import VideoDecodeError, open_video
 
 __all__ = ["REASONS", "BadVideo", "TooManyBadVideos", "BadVideoTracker", "check_video", "scan_videos",
@@ -31,7 +32,7 @@ class BadVideo:
     detail: str = ""
 
 
-class TooManyBadVideos(RuntimeError):
+class TooManyBadVideos(UserError, RuntimeError):
     """More than the allowed fraction of a dataset is bad; the message lists every bad file found so far."""
 
 

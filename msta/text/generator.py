@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from ..errors import UserError
+
 __all__ = [
     "PROMPT_VERSION", "ChatClient", "DescriptionCache", "GenerationError", "GeneratorOptions", "MalformedAnswer",
     "build_messages", "generate_descriptions", "generate_prompts_file", "parse_answer",
@@ -41,7 +43,7 @@ Answer exactly: {{"spatial": [{n} strings], "temporal": [{n} strings]}}"""
 _TEMPORAL = "A video of {name} generally involves the following step: {step}, which is a sub-step."
 
 
-class GenerationError(RuntimeError):
+class GenerationError(UserError, RuntimeError):
     """A class could not be generated (after the retries) or the endpoint refused the request."""
 
 

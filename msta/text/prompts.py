@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import yaml
 
+from ..errors import UserError
+
 __all__ = [
     "CLIP_CONTEXT_LENGTH", "PromptError", "PromptSet", "check_lengths", "ensemble_embeddings", "load_prompts",
     "load_templates", "open_clip_token_counter", "prompts_from_config", "raw_to_name", "read_prompts_file",
@@ -32,7 +34,7 @@ TokenCounter = Callable[[str], int]
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml is ~10x faster on the 600-class files
 
 
-class PromptError(ValueError):
+class PromptError(UserError, ValueError):
     """A prompts file is missing, malformed or does not cover the classes asked for."""
 
 
