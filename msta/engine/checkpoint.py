@@ -2,11 +2,12 @@
 
 Layout of a run folder:
     config.yaml                       the resolved config
-    best.pt / last.pt                 adapters-only files (see `adapter_payload`), replaced atomically
+    best/ / last/                     adapters folders (`msta.adapters_io`: model.safetensors + config.json), replaced
+                                      atomically
     checkpoints/step_000120/          one resumable checkpoint, renamed into place only once complete:
         engine/state/...              `engine.save_checkpoint` (trainable params, optimiser, client_state)
         rng_rank{r}.pt                each rank's RNG state
-        adapters.pt                   the adapters-only file of that step
+        adapters/                     the adapters folder of that step (older runs: adapters.pt)
         complete                      the marker, written last (JSON: step, epoch)
 
 Nothing here imports DeepSpeed: the engine state is written through a callable.
@@ -25,6 +26,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from msta import adapters_io as _adapters_io
+from msta.adapters_io import ADAPTERS_FORMAT, adapter_payload, save_adapters
+
 __all__ = [
     "ADAPTERS_FORMAT", "atomic_torch_save", "adapter_payload", "load_adapters", "checkpoint_dir", "list_complete",
     "find_last_complete", "read_marker", "save_checkpoint", "prune_checkpoints", "rng_state", "set_rng_state",
@@ -32,7 +36,6 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-ADAPTERS_FORMAT = "msta-adapters/1"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 COMPLETE = "complete"
 
@@ -53,44 +56,15 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
-def adapter_payload(*, state_dict: dict[str, torch.Tensor], config: dict, class_names: list[str],
-                    raw_labels: list[str], templates: list[str], step: int, epoch: int,
-                    metrics: Optional[dict] = None) -> dict:
-    """Everything needed to use trained adapters: weights (fp32, CPU), the resolved config and the class prompts.
-
-    Args:
-        state_dict: `VideoCLIP.adapter_state_dict()` (trainable tensors only).
-        config: `config_to_dict(cfg)` of the run.
-        class_names: readable class names the prompts were built from (class-id order); empty for a caption run
-            (loss.kind infonce), which trains without classes.
-        raw_labels: the dataset's raw labels in the same order.
-        templates: the prompt templates, e.g. ["a video of {}."].
-        step, epoch: training progress when saved.
-        metrics: e.g. {"val_top1": 61.2, "selected_on": "val"}.
-    """
-    return {
-        "format": ADAPTERS_FORMAT,
-        "state_dict": {k: v.detach().to("cpu", torch.float32).clone() for k, v in state_dict.items()},
-        "config": config, "class_names": list(class_names), "raw_labels": list(raw_labels),
-        "templates": list(templates), "step": step, "epoch": epoch, "metrics": dict(metrics or {}),
-    }
-
-
 def load_adapters(path: str | Path) -> dict:
-    """Loads an adapters-only file: a `.pt` path, a checkpoint folder holding `adapters.pt`, or `run/best` (-> .pt).
+    """Reads adapters: an adapters folder (`run/best`), a checkpoint folder, a Hub id, or an old `.pt` (as data).
+
+    See `msta.adapters_io.load_adapters`, which this delegates to.
 
     Returns:
         The payload of `adapter_payload`; apply it with `model.load_adapter_state_dict(payload["state_dict"])`.
     """
-    path = Path(path)
-    candidates = [path, path / "adapters.pt", path.with_name(path.name + ".pt")]
-    found = next((p for p in candidates if p.is_file()), None)
-    if found is None:
-        raise FileNotFoundError(f"no adapters file at {path} (tried {', '.join(str(c) for c in candidates)})")
-    payload = torch.load(found, map_location="cpu", weights_only=False)
-    if not isinstance(payload, dict) or payload.get("format") != ADAPTERS_FORMAT:
-        raise ValueError(f"{found} is not an msta adapters file (format {ADAPTERS_FORMAT!r})")
-    return payload
+    return _adapters_io.load_adapters(path)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -161,7 +135,7 @@ def save_checkpoint(run_dir: str | Path, step: int, *, write_engine_state: Calla
     out = None
     if rank == 0:
         if adapters is not None:
-            atomic_torch_save(adapters, tmp / "adapters.pt")
+            save_adapters(adapters, tmp / "adapters")
         _write_marker(tmp / COMPLETE, marker)
         if final.exists():  # the same step saved again (a resumed run): move the old one aside, never delete first
             old = final.with_name(f".tmp-old-{final.name}")

@@ -62,7 +62,7 @@ class Trainer:
         adapters: returns the adapters-only payload for (step, epoch, metrics); collective under ZeRO-3.
         writer: metrics.jsonl + TensorBoard.
         bad_videos: returns {"train": n, "val": m} distinct bad videos so far (all ranks).
-        selection: how the selection split is evaluated and which metric picks best.pt (default: top-1).
+        selection: how the selection split is evaluated and which metric picks best/ (default: top-1).
     """
 
     def __init__(self, *, engine, objective: Objective, loader: DataLoader, sampler: TrainSampler,
@@ -168,9 +168,9 @@ class Trainer:
             self.state.best_metric, self.state.best_step = value, self.state.step
             payload = self.adapters(self.state.step, epoch, self._metrics())  # collective under ZeRO-3
             if self.dist.is_main:
-                ckpt.atomic_torch_save(payload, self.run_dir / "best.pt")
+                ckpt.save_adapters(payload, self.run_dir / "best")
                 _logger.info("new best %s %s %.2f at step %d -> %s", self.select_on, name, value, self.state.step,
-                             self.run_dir / "best.pt")
+                             self.run_dir / "best")
 
     def _metrics(self) -> dict:
         name = self.selection.metric
@@ -181,7 +181,7 @@ class Trainer:
     # checkpoints
 
     def save_checkpoint(self, epoch: int) -> None:
-        """Adapters (last.pt) plus the resumable engine state, both atomic; collective."""
+        """Adapters (the last/ folder) plus the resumable engine state, both atomic; collective."""
         step = self.state.step
         payload = self.adapters(step, epoch, self._metrics())
         client_state = {"msta": asdict(self.state)}
@@ -195,7 +195,7 @@ class Trainer:
                                      marker={"step": step, "epoch": epoch}, rank=self.dist.rank, barrier=barrier,
                                      keep_last=self.cfg.keep_last)
         if self.dist.is_main:
-            ckpt.atomic_torch_save(payload, self.run_dir / "last.pt")
+            ckpt.save_adapters(payload, self.run_dir / "last")
             _logger.info("checkpoint step %d -> %s", step, where)
 
     def resume(self, folder: Path) -> None:
