@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 __all__ = [
     "DistInfo", "launcher_env_defaults", "free_port", "init_distributed", "cleanup_distributed", "get_rank",
-    "get_world_size", "is_main_process", "barrier", "all_reduce_sum", "all_gather_tensor",
+    "get_world_size", "is_main_process", "barrier", "all_reduce_sum", "all_gather_tensor", "all_gather_with_grad",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -131,3 +131,35 @@ def all_gather_tensor(t: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, t.contiguous())
     return torch.cat(parts, dim=0)
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """all_gather forward; backward sums the gradient of the gathered tensor over ranks and keeps this rank's slice.
+
+    The sum is what makes a loss computed from the gathered rows differentiate like one process holding them all:
+    rank r's rows are used by every rank's loss, so their gradient is the sum of all ranks' contributions.
+    """
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        ctx.rows, ctx.rank = t.shape[0], dist.get_rank()
+        parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, t.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
+def all_gather_with_grad(t: torch.Tensor) -> torch.Tensor:
+    """Concatenation over ranks along dim 0 (rank-major) of equally shaped tensors, differentiable.
+
+    Rank r's rows sit at [r * n, (r + 1) * n). The backward is a collective too (an all-reduce), so every rank must
+    call backward on a graph that used the gathered tensor. `t` itself in a single process.
+    """
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return t
+    return _AllGatherWithGrad.apply(t)
