@@ -175,6 +175,8 @@ class LossCfg:
     distill: float = 0.0                      # L += distill * L_RD, reference distillation (0 = off, as the paper)
     distill_texts: str = ""                   # file of reference texts for L_RD, one per line (when distill > 0)
     distill_sample: int = 64                  # references drawn per step (all of them when fewer)
+    negatives: str = "global"                 # infonce: "global" = all ranks' pairs (gathered with gradient: equals
+                                              # 1 process at the same global batch); "local" = own micro batch only
 
     def __post_init__(self):
         _check(self.kind in ("classification", "infonce"),
@@ -185,6 +187,8 @@ class LossCfg:
                f"loss.distill={self.distill} needs loss.distill_texts, a file of reference texts (one per line), "
                "e.g. prompts/reference_concepts.txt; or set loss.distill=0")
         _check(self.distill_sample >= 1, f"loss.distill_sample must be >= 1, got {self.distill_sample}")
+        _check(self.negatives in ("global", "local"),
+               f"loss.negatives must be 'global' (gathered from all ranks) or 'local', got {self.negatives!r}")
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,7 @@ class TrainCfg:
 
 @dataclass(frozen=True)
 class EvalCfg:
-    protocol: str = "fewshot"                 # "zeroshot", "fewshot", "b2n" or "supervised"
+    protocol: str = "fewshot"                 # "zeroshot", "fewshot", "b2n", "supervised" or "retrieval"
     batch_size: int = 8                       # videos per evaluation batch
     batch_views: bool = True                  # all views of a batch in one forward (GPU); false: view by view,
                                               # measured 1.34x faster on a 2-core CPU (docs/benchmarks.md)
@@ -240,10 +244,13 @@ class EvalCfg:
     views: ViewsCfg = field(default_factory=ViewsCfg)
     targets: tuple[str, ...] = ()             # zero-shot: configs whose data/text/eval name the target datasets
     video_pool: str = ""                      # which videos the lists draw from, stated in results.json
+    dual_softmax: float = 0.0                 # retrieval: >0 adds a dual-softmax re-scored row with this inverse
+                                              # temperature (1 = ViCLIP's raw cosine; transductive, labelled)
 
     def __post_init__(self):
-        _check(self.protocol in ("zeroshot", "fewshot", "b2n", "supervised"),
-               f"eval.protocol must be one of zeroshot, fewshot, b2n, supervised; got {self.protocol!r}")
+        _check(self.protocol in ("zeroshot", "fewshot", "b2n", "supervised", "retrieval"),
+               f"eval.protocol must be one of zeroshot, fewshot, b2n, supervised, retrieval; got {self.protocol!r}")
+        _check(self.dual_softmax >= 0, f"eval.dual_softmax must be >= 0 (0 = off), got {self.dual_softmax}")
         _check(self.batch_size >= 1, f"eval.batch_size must be >= 1, got {self.batch_size}")
 
 
