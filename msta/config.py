@@ -102,9 +102,12 @@ class ModelCfg:
     st_adapter: StAdapterCfg = field(default_factory=StAdapterCfg)
     perf: PerfCfg = field(default_factory=PerfCfg)
     init_adapters: str = ""                   # adapters file to start training from (e.g. a K400 run); "" = scratch
+    quick_gelu: bool | str = "auto"           # QuickGELU: auto = the tag's own (file: its cache tag or the config's)
 
     def __post_init__(self):
         _check(self.num_frames >= 1, f"model.num_frames must be >= 1, got {self.num_frames}")
+        _check(self.quick_gelu in (True, False, "auto"),
+               f"model.quick_gelu must be auto, true or false, got {self.quick_gelu!r}")
 
 
 @dataclass(frozen=True)
@@ -289,7 +292,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        for a in inner[:-1]:  # e.g. `bool | str`: the first type that accepts the value
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                pass
+        return _coerce(value, inner[-1], key)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping of {tp.__name__} fields, got {value!r}")
