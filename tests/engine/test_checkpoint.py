@@ -26,7 +26,11 @@ def test_save_list_prune_and_load(tmp_path):
         _save(tmp_path, step, step)
     done = ckpt.list_complete(tmp_path)
     assert [p.name for p in done] == ["step_000002", "step_000003"]  # keep_last=2
-    assert ckpt.read_marker(done[-1]) == {"step": 3, "epoch": 3}
+    marker = ckpt.read_marker(done[-1])
+    assert {k: marker[k] for k in ("step", "epoch")} == {"step": 3, "epoch": 3}
+    assert set(marker["files"]) == {"engine/state.pt", "rng_rank0.pt", "adapters/config.json",
+                                    "adapters/model.safetensors"}
+    assert ckpt.check_checkpoint(done[-1]) is None
     payload = ckpt.load_adapters(done[-1])
     assert payload["format"] == ckpt.ADAPTERS_FORMAT and payload["state_dict"]["a"].tolist() == [3.0, 3.0]
     assert payload["templates"] == ["a video of {}."] and payload["raw_labels"] == ["c"]
