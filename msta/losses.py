@@ -2,7 +2,8 @@
 
 L = L_CE + alpha * L_CC (DESIGN §2):
 - ``classification_loss``: cross entropy over ``logit_scale * cos(video, class prompt)`` for all C classes.
-- ``infonce_loss``: symmetric video <-> caption InfoNCE, for caption data instead of class labels.
+- ``infonce_loss``: symmetric video <-> caption InfoNCE, for caption data instead of class labels; optionally only
+  some query rows of a batch gathered from several processes (each process's part of one global loss).
 - ``consistency_loss``: the spatio-temporal consistency regulariser
   ``L_CC = mean_c [2 - cos(w_c, D_s,c) - cos(w_c, D_t,c)]``, with ``w_c`` the adapted text branch's class embedding
   and ``D_s,c`` / ``D_t,c`` the mean of the frozen branch's normalised description embeddings
@@ -124,23 +125,33 @@ def classification_loss(video_emb: Tensor, class_emb: Tensor, labels: Tensor, lo
     return F.cross_entropy(_at_least_fp32(logits), labels.long())
 
 
-def infonce_loss(video_emb: Tensor, text_emb: Tensor, logit_scale: Scale) -> Tensor:
+def infonce_loss(video_emb: Tensor, text_emb: Tensor, logit_scale: Scale, *, rows: Optional[slice] = None) -> Tensor:
     """Symmetric InfoNCE between B clips and their B captions (row b of each is a positive pair).
+
+    With ``rows``, only those pairs are queries (each against all B captions and all B clips): the part of the loss
+    that one process owns when the batch is split across processes and gathered (``msta.engine.objective``). The
+    mean of the parts over a partition of the B rows into equal slices is the full loss, and so is its gradient.
 
     Args:
         video_emb: (B, E) clip embeddings (normalised inside).
         text_emb: (B, E) caption embeddings, ``text_emb[b]`` describes ``video_emb[b]`` (normalised inside).
         logit_scale: the exponentiated scale (CLIP: 100).
+        rows: the query rows (a slice of range(B)); None: all of them.
 
     Returns:
-        0-dim tensor, ``(CE(video -> text) + CE(text -> video)) / 2``; symmetric in its two embedding arguments.
+        0-dim tensor, ``(CE(video -> text) + CE(text -> video)) / 2`` averaged over the query rows; symmetric in
+        its two embedding arguments.
     """
     if video_emb.shape != text_emb.shape:
         raise ValueError(f"infonce_loss needs paired (B, E) inputs, got video_emb {tuple(video_emb.shape)} and "
                          f"text_emb {tuple(text_emb.shape)}")
-    logits = _at_least_fp32(classification_logits(video_emb, text_emb, logit_scale))
-    target = torch.arange(logits.shape[0], device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+    rows = slice(None) if rows is None else rows
+    target = torch.arange(video_emb.shape[0], device=video_emb.device)[rows]
+    if target.numel() == 0:
+        raise ValueError(f"infonce_loss: rows {rows} select no pair of the batch of {video_emb.shape[0]}")
+    v2t = _at_least_fp32(classification_logits(video_emb[rows], text_emb, logit_scale))   # (b, B)
+    t2v = _at_least_fp32(classification_logits(text_emb[rows], video_emb, logit_scale))   # (b, B)
+    return 0.5 * (F.cross_entropy(v2t, target) + F.cross_entropy(t2v, target))
 
 
 def reference_distillation_loss(video_emb: Tensor, ref_emb: Tensor, teacher_video_emb: Tensor,

@@ -71,6 +71,85 @@ def test_infonce_log_batch_for_equal_logits():
     assert infonce_loss(v, v, 100.0).item() == pytest.approx(math.log(6), abs=1e-9)
 
 
+def test_infonce_rows_of_equal_shards_average_to_the_full_loss_and_gradient():
+    g = _gen(11)
+    v = _randn(6, 5, g=g).requires_grad_()
+    t = _randn(6, 5, g=g).requires_grad_()
+    scale = torch.tensor(30.0, dtype=torch.float64, requires_grad=True)
+    full = infonce_loss(v, t, scale)
+    full_grads = torch.autograd.grad(full, (v, t, scale))
+    parts = [infonce_loss(v, t, scale, rows=slice(r * 2, r * 2 + 2)) for r in range(3)]
+    mean = sum(parts) / 3
+    torch.testing.assert_close(mean, full)
+    for got, want in zip(torch.autograd.grad(mean, (v, t, scale)), full_grads):
+        torch.testing.assert_close(got, want)
+    assert len({round(p.item(), 6) for p in parts}) == 3          # the shards are different losses
+    with pytest.raises(ValueError, match="select no pair"):
+        infonce_loss(v, t, scale, rows=slice(6, 8))
+
+
+def _gather_worker(rank: int, world: int, port: int) -> None:
+    """One of 2 gloo processes: the Objective's gathered InfoNCE on this rank's half equals one process with both."""
+    import os
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+
+    from msta.config import LossCfg
+    from msta.engine.objective import Objective
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        g = _gen(5)
+        x_video, x_text = _randn(8, 6, g=g), _randn(8, 6, g=g)
+        w_video, w_text = _randn(6, 4, g=g), _randn(6, 4, g=g)
+        scale = torch.tensor(20.0, dtype=torch.float64)
+
+        def loss_of(negatives: str, rows: slice, params):
+            wv, wt, s = params
+            out = SimpleNamespace(video_emb=x_video[rows] @ wv, class_emb=x_text[rows] @ wt, logit_scale=s)
+            return Objective(LossCfg(kind="infonce", negatives=negatives), None)._infonce(out)
+
+        def leaves():
+            return [p.clone().requires_grad_() for p in (w_video, w_text, scale)]
+
+        mine = slice(rank * 4, rank * 4 + 4)
+        params = leaves()
+        loss = loss_of("global", mine, params)
+        loss.backward()
+        grads = [p.grad.clone() for p in params]
+        for gr in grads:                      # what the engine's gradient averaging over ranks does
+            dist.all_reduce(gr)
+            gr /= world
+        mean_loss = loss.detach().clone()
+        dist.all_reduce(mean_loss)
+        mean_loss /= world
+
+        one = leaves()   # not initialised in one process: gather is the identity, the loss is the full batch's
+        dist.destroy_process_group()
+        full = infonce_loss(x_video @ one[0], x_text @ one[1], one[2])
+        full.backward()
+        torch.testing.assert_close(mean_loss, full.detach())
+        for got, ref in zip(grads, one):
+            torch.testing.assert_close(got, ref.grad)
+        local = loss_of("local", mine, leaves())
+        assert abs(local.item() - loss.item()) > 1e-3      # local negatives are a different objective
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_gathered_infonce_in_two_gloo_processes_equals_one_process():
+    import torch.multiprocessing as mp
+
+    from msta.engine.distributed import free_port
+
+    mp.spawn(_gather_worker, args=(2, free_port()), nprocs=2, join=True)
+
+
 def test_consistency_zero_when_equal_and_four_when_opposite():
     g = _gen(4)
     w = _randn(5, 8, g=g)

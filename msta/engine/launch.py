@@ -178,9 +178,13 @@ def _train(cfg: ExperimentCfg, dist: DistInfo, run_dir: Path, resume: Optional[s
     plan = plan_batch(cfg.train, dist.world_size)  # fail on a bad batch split before any heavy work
     captions = cfg.loss.kind == "infonce"
     if captions and dist.world_size > 1:
-        _logger.info("loss.kind=infonce: the negatives of each caption are the other captions of its micro batch on "
-                     "its own rank (not gathered), so this %d-process run differs from a 1-process run with the "
-                     "same global batch", dist.world_size)
+        if cfg.loss.negatives == "global":
+            _logger.info("loss.kind=infonce: negatives gathered from all %d ranks (%d pairs per contrastive batch, "
+                         "loss.negatives=global)", dist.world_size, plan.micro_batch * dist.world_size)
+        else:
+            _logger.info("loss.kind=infonce, loss.negatives=local: the negatives of each caption are the other "
+                         "captions of its micro batch on its own rank (not gathered), so this %d-process run differs "
+                         "from a 1-process run with the same global batch", dist.world_size)
     torch.manual_seed(cfg.train.seed)  # identical random init (frozen weights, adapters) on every rank
     model = build_model(cfg.model)
     _init_adapters(cfg, model)

@@ -5,10 +5,14 @@ L_CC averages over the classes in the step. Every step encodes all C class promp
 L_CE), so all C classes are in every step; this also makes the loss independent of how the global batch is split
 across processes and accumulation steps.
 
-Caption batches (loss.kind infonce) are the exception: the negatives of a caption are the other clips and captions
-of its own micro batch on its own process, not gathered across ranks, so the loss depends on the micro batch size
-and a multi-process run is not equivalent to a 1-process run with the same global batch. Two captions of one video
-in the same micro batch count as negatives of each other.
+Caption batches (loss.kind infonce): with ``loss.negatives: global`` (default) the clip and caption embeddings of
+every rank's micro batch are gathered with gradient (``all_gather_with_grad``), and each rank's loss is its own rows
+as queries against all W * b pairs (``infonce_loss(rows=...)``). The mean over ranks, which is what the averaged
+gradients descend, is then exactly the InfoNCE of one process holding all W * b pairs: a W-process run equals a
+1-process run whose micro batch is the W micro batches together (the same global batch without accumulation;
+gradient accumulation never adds negatives). ``local`` keeps each rank's micro batch as its own contrastive batch
+(no communication; the loss then depends on the number of ranks). Either way two captions of one video in the same
+contrastive batch count as negatives of each other.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import torch
 
 from msta.config import LossCfg
 from msta.engine.descriptions import DescriptionTargets
+from msta.engine.distributed import all_gather_with_grad, get_rank
 from msta.engine.references import ReferenceBank
 from msta.losses import LossOutput, infonce_loss, reference_distillation_loss, total_loss
 
@@ -74,7 +79,7 @@ class Objective:
         if self.cfg.kind == "infonce":
             ids = self.tokenize(batch["text"]).to(batch["video"].device)
             out = model_forward(engine, batch["video"], texts=ids, **extra)
-            ce = infonce_loss(out.video_emb, out.class_emb, out.logit_scale)
+            ce = self._infonce(out)
             loss = LossOutput(total=ce, ce=ce, cc=ce.new_zeros(()))
         else:
             out = model_forward(engine, batch["video"], **extra)
@@ -87,3 +92,12 @@ class Objective:
         rd = reference_distillation_loss(out.video_emb, out.ref_emb, out.teacher_video_emb, teacher_refs,
                                          out.logit_scale)
         return LossOutput(total=loss.total + self.cfg.distill * rd, ce=loss.ce, cc=loss.cc, rd=rd)
+
+    def _infonce(self, out) -> torch.Tensor:
+        """InfoNCE of the micro batch, its negatives gathered from all ranks unless ``loss.negatives`` is local."""
+        if self.cfg.negatives == "local":
+            return infonce_loss(out.video_emb, out.class_emb, out.logit_scale)
+        b = out.video_emb.shape[0]
+        videos, texts = all_gather_with_grad(out.video_emb), all_gather_with_grad(out.class_emb)   # (W * b, E)
+        rank = get_rank()
+        return infonce_loss(videos, texts, out.logit_scale, rows=slice(rank * b, (rank + 1) * b))
