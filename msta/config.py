@@ -425,11 +425,31 @@ def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Expe
     Raises:
         ConfigError: unknown key (with the closest valid key), wrong type or out-of-range value.
     """
-    data = apply_overrides(_read_yaml(Path(path)), overrides or [])
+    from .resources import list_shipped_configs, resolve_config_file
+
+    found = resolve_config_file(path)   # a path, or the name of a shipped config (msta/resources.py: the rule)
+    if not found.is_file():
+        close = difflib.get_close_matches(Path(path).stem, list_shipped_configs(), n=3)
+        hint = f"; shipped configs with a close name: {', '.join(close)}" if close else ""
+        raise ConfigError(f"config file not found: {path} (looked in {Path.cwd()} and among the shipped configs; "
+                          f"give a YAML path or a shipped config's name){hint}")
+    data = apply_overrides(_read_yaml(found), overrides or [])
     try:
-        return config_from_dict(data)
+        return resolve_shipped_paths(config_from_dict(data))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def resolve_shipped_paths(cfg: ExperimentCfg) -> ExperimentCfg:
+    """``cfg`` with the keys that can name shipped files (``text.prompts_dir``, ``loss.distill_texts``,
+    ``eval.targets``) resolved by the one path rule of ``msta.resources``: relative to the working directory, else
+    the shipped copy. Values that exist in the working directory are kept as written."""
+    from .resources import resolve_path
+
+    return dataclasses.replace(
+        cfg, text=dataclasses.replace(cfg.text, prompts_dir=resolve_path(cfg.text.prompts_dir)),
+        loss=dataclasses.replace(cfg.loss, distill_texts=resolve_path(cfg.loss.distill_texts)),
+        eval=dataclasses.replace(cfg.eval, targets=tuple(resolve_path(t) for t in cfg.eval.targets)))
 
 
 def dump_config(cfg: ExperimentCfg, path: str | Path) -> None:
