@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from msta.eval.metrics import aggregate_views, topk_accuracy
 
@@ -156,6 +156,10 @@ def score_dataset(model, dataset: Dataset, class_emb: Tensor, classes: Sequence[
                   ) -> ScoreMatrix:
     """Scores every video of ``dataset`` against ``class_emb`` once.
 
+    Under several evaluation processes (``msta.devices.eval_processes``), batch b is scored by rank b % world size
+    and the rows are gathered back into dataset order on every rank: each batch holds the same videos as in one
+    process, so the matrix equals the one-process matrix.
+
     Args:
         model: a ``VideoCLIP`` in eval mode.
         dataset: a map-style dataset of ``{"video": (V, T, C, H, W) or (T, C, H, W), "label", "index"}`` samples
@@ -166,17 +170,24 @@ def score_dataset(model, dataset: Dataset, class_emb: Tensor, classes: Sequence[
         num_workers: DataLoader workers.
         batch_views: True folds the V views into the batch (one ``encode_video`` call); False encodes view by view
             (the reference the views test compares against).
-        device: where to run (default: the model's device).
+        device: where to run (default: the model's device). Autocast, when wanted, is the caller's context.
 
     Returns:
         The (N', V, C) ``ScoreMatrix``; N' = N minus the videos that could not be decoded.
     """
+    from msta.devices import world
+
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     scale = logit_scale_of(model).to(device)
     emb = class_emb.to(device, torch.float32)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    rank, size = world()
+    n = len(dataset)
+    mine = [i for b, start in enumerate(range(0, n, batch_size)) if b % size == rank
+            for i in range(start, min(start + batch_size, n))]
+    loader = DataLoader(dataset if size == 1 else Subset(dataset, mine), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers)
     chunks, labels, keep = [], [], []
     position = 0
     for batch in loader:
@@ -186,13 +197,14 @@ def score_dataset(model, dataset: Dataset, class_emb: Tensor, classes: Sequence[
             out = model.encode_video(video.flatten(0, 1)).view(b, v, -1)
         else:
             out = torch.stack([model.encode_video(video[:, i]) for i in range(v)], dim=1)
-        chunks.append((scale * out.float() @ emb.t()).cpu())
+        chunks.append((scale * out.float() @ emb.t()).float().cpu())
         labels.append(batch["label"].long())
         # the dataset replaces an undecodable video with another one; such rows must not count
-        keep.append(batch["index"].long() == torch.arange(position, position + b))
+        keep.append(batch["index"].long() == torch.tensor(mine[position:position + b], dtype=torch.long))
         position += b
     model.train(was_training)
-    logits, label_t, keep_t = torch.cat(chunks), torch.cat(labels), torch.cat(keep)
+    part = (mine, torch.cat(chunks), torch.cat(labels), torch.cat(keep)) if chunks else None
+    logits, label_t, keep_t = _gather_rows(part, size) if size > 1 else part[1:]
     items = dataset.items
     bad = [items[i].path for i in range(len(items)) if not keep_t[i]]
     if bad:
@@ -200,3 +212,15 @@ def score_dataset(model, dataset: Dataset, class_emb: Tensor, classes: Sequence[
                         ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else ""))
     rows = keep_t.nonzero().flatten()
     return ScoreMatrix(logits[rows], label_t[rows], [items[i].path for i in rows.tolist()], list(classes), bad)
+
+
+def _gather_rows(part, size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Every rank's (indices, logits, labels, keep) -> the three tensors in dataset order, on every rank."""
+    import torch.distributed as dist
+
+    parts = [None] * size
+    dist.all_gather_object(parts, part)
+    parts = [p for p in parts if p is not None]
+    index = torch.tensor([i for p in parts for i in p[0]], dtype=torch.long)
+    order = index.argsort()
+    return tuple(torch.cat([p[k] for p in parts])[order] for k in (1, 2, 3))

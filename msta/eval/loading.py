@@ -24,10 +24,10 @@ _logger = logging.getLogger(__name__)
 
 @dataclass
 class LoadedCheckpoint:
-    """An adapters-only file (``msta.engine.checkpoint``) as the evaluators use it.
+    """Adapters (``msta.adapters_io``: a folder, a Hub id or an old ``.pt``) as the evaluators use them.
 
     Attributes:
-        path: the file as given by the user (recorded in results.json).
+        path: the adapters as given by the user (recorded in results.json).
         state_dict: the adapter tensors.
         config: the training run's resolved config.
         class_names, raw_labels, templates: the class prompts the run trained with (empty for a caption run,
@@ -47,8 +47,12 @@ class LoadedCheckpoint:
 
 
 def read_checkpoint(path: str | Path) -> LoadedCheckpoint:
-    """Reads an adapters-only file (a ``.pt``, a checkpoint folder, or ``run/best``) and validates its config."""
-    from msta.engine.checkpoint import load_adapters
+    """Reads adapters (anything ``msta.adapters_io.resolve_adapters`` accepts) and validates their config.
+
+    Raises:
+        FileNotFoundError: nothing there. ValueError (``AdaptersFileError``, ``ConfigError``): not valid adapters.
+    """
+    from msta.adapters_io import load_adapters
 
     payload = load_adapters(path)
     return LoadedCheckpoint(str(path), payload["state_dict"], config_from_dict(payload["config"]),
@@ -92,8 +96,13 @@ def baseline_model_cfg(cfg: ModelCfg) -> ModelCfg:
 def build_eval_model(cfg: ModelCfg, ckpt: Optional[LoadedCheckpoint] = None, *, device=None):
     """Builds the model, loads the checkpoint's adapters (or disables adapters without one), sets eval mode.
 
+    Args:
+        cfg: the model config.
+        ckpt: the adapters to load (None: the frozen baseline).
+        device: where to put the model (default: leave it on the CPU); ``msta.devices.select_device`` picks one.
+
     Returns:
-        A ``VideoCLIP`` on ``device`` (default CPU).
+        A ``VideoCLIP`` on ``device``, in eval mode.
     """
     from msta.models import build_model
 

@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
+from msta.devices import world
 from msta.eval import metrics as M
 from msta.eval.evaluator import ScoreMatrix
 from msta.eval.report import (EvalRecord, plot_confusion_matrix, plot_per_class_accuracy, render_markdown,
@@ -48,9 +49,11 @@ def write_outputs(record: EvalRecord, out_dir: str | Path, tables: Mapping[str, 
         notes: extra lines under the tables (e.g. how HM was averaged).
 
     Returns:
-        The folder.
+        The folder (written by rank 0 only when several evaluation processes share the work).
     """
     out = Path(out_dir)
+    if world()[0] != 0:
+        return out
     write_results(record, out)
     parts = [f"# {record.protocol}: {record.dataset}\n", provenance_markdown(record)]
     for title, table in tables.items():
@@ -73,9 +76,11 @@ def write_plots(matrix: ScoreMatrix, out_dir: str | Path, tag: str,
         class_names: readable names for the axes (default the raw labels).
 
     Returns:
-        The files written (none when matplotlib is missing: logged, since plots are optional).
+        The files written (none when matplotlib is missing: logged, since plots are optional; none on ranks > 0).
     """
     out = Path(out_dir)
+    if world()[0] != 0:
+        return []
     names = list(class_names) if class_names is not None else matrix.classes
     try:
         cm = M.confusion_matrix(matrix.scores, matrix.labels)
