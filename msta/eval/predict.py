@@ -95,7 +95,8 @@ def predict_files(model, paths: Sequence[str | Path], class_names: Sequence[str]
         except Exception as e:  # noqa: BLE001 - any decoder failure is this file's problem, not the batch's
             yield Prediction(str(path), error=f"cannot read {path}: {type(e).__name__}: {e}")
             continue
-        logits = scale * model.encode_video(video).float() @ emb.t()          # (V, C)
+        device = next(model.parameters()).device                           # the caller placed the model
+        logits = scale * model.encode_video(video.to(device)).float() @ emb.t()   # (V, C)
         probs = aggregate_views(logits[None])[0] / video.shape[0]              # mean probability over views
         top = probs.topk(k)
         yield Prediction(str(path), [(class_names[i], float(p)) for p, i in zip(top.values, top.indices.tolist())])
