@@ -16,6 +16,7 @@ import torch.distributed as dist
 __all__ = [
     "DistInfo", "launcher_env_defaults", "free_port", "init_distributed", "cleanup_distributed", "get_rank",
     "get_world_size", "is_main_process", "barrier", "all_reduce_sum", "all_gather_tensor", "all_gather_with_grad",
+    "broadcast_object", "all_true",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -163,3 +164,21 @@ def all_gather_with_grad(t: torch.Tensor) -> torch.Tensor:
     if not (dist.is_initialized() and dist.get_world_size() > 1):
         return t
     return _AllGatherWithGrad.apply(t)
+
+
+def broadcast_object(obj):
+    """Rank 0's `obj` (any picklable value) on every rank; `obj` itself on a single process."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_true(flag: bool) -> bool:
+    """True on every rank iff `flag` is True on every rank (a collective; the flag itself on a single process)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return bool(flag)
+    t = torch.tensor([0.0 if flag else 1.0])
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return bool(t.item() == 0)

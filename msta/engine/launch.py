@@ -17,22 +17,23 @@ from typing import Optional
 
 import torch
 
-from msta.config import ConfigError, ExperimentCfg, config_to_dict, dump_config
+from msta.config import ConfigError, ExperimentCfg, config_to_dict
 from msta.engine import checkpoint as ckpt
 from msta.engine.deepspeed_setup import (ds_config, fix_scalar_params, gathered_params, initialize_engine,
                                          plan_batch, register_outside_params, TupleOutput)
 from msta.engine.descriptions import DescriptionTargets, compute_description_targets, default_cache_dir, weights_id
-from msta.engine.distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed
+from msta.engine.distributed import DistInfo, all_reduce_sum, broadcast_object, cleanup_distributed, init_distributed
 from msta.engine.evaluation import retrieval_selection, top1_selection
 from msta.engine.loaders import TrainSampler, eval_loader, train_loader
 from msta.engine.logging import MetricWriter, setup_logging
 from msta.engine.objective import Objective
 from msta.engine.optim import build_optimizer
 from msta.engine.references import build_reference_bank
+from msta.engine.run_dir import RunDir, RunDirError, open_run_dir
 from msta.engine.schedule import WarmupCosine
 from msta.engine.trainer import Trainer
 
-__all__ = ["train", "dry_run", "resolve_resume"]
+__all__ = ["train", "dry_run"]
 
 _logger = logging.getLogger(__name__)
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -49,20 +50,6 @@ def dry_run(cfg: ExperimentCfg) -> list[str]:
     model = build_model(dataclasses.replace(cfg.model, pretrained=None))
     report = model.param_report()
     return [report.line()] + [f"  {b}" for b in report.blocks]
-
-
-def resolve_resume(resume: Optional[str], run_dir: Path) -> Optional[Path]:
-    """`auto` -> the last complete checkpoint of the run (None for a fresh run); a path -> that checkpoint."""
-    if not resume:
-        return None
-    if resume == "auto":
-        return ckpt.find_last_complete(run_dir)
-    path = Path(resume)
-    if not (path / ckpt.COMPLETE).is_file():
-        done = ckpt.list_complete(run_dir)
-        raise FileNotFoundError(f"--resume {resume}: not a complete checkpoint folder (no '{ckpt.COMPLETE}' marker); "
-                                f"complete ones in {run_dir}: {[str(d) for d in done] or 'none'}")
-    return path
 
 
 def _class_table(cfg: ExperimentCfg) -> list[str]:
@@ -152,26 +139,48 @@ def _bad_videos_fn(splits: dict):
     return count
 
 
-def train(cfg: ExperimentCfg, *, resume: Optional[str] = None, local_rank: Optional[int] = None) -> dict:
+def train(cfg: ExperimentCfg, *, resume: Optional[str] = None, local_rank: Optional[int] = None,
+          overwrite: bool = False, allow_config_change: bool = False) -> dict:
     """Trains `cfg` in this process (one of the launch's processes) and returns the run's results.
 
     Args:
         cfg: the validated experiment config.
         resume: None (fresh run), "auto" (last complete checkpoint in train.out_dir, if any) or a checkpoint folder.
         local_rank: the `deepspeed` launcher's --local_rank, if given.
+        overwrite: a fresh run into a folder holding an earlier run moves that run aside (never deletes it).
+        allow_config_change: a resume may change keys that alter training (both configs kept, the diff logged).
+
+    Raises:
+        RunDirError: the run folder is locked by another run, holds an earlier run, or the config changed (on every
+            rank, so that all processes of a launch stop together).
     """
     dist = init_distributed(local_rank)
     run_dir = Path(cfg.train.out_dir)
+    opened: Optional[RunDir] = None
     try:
-        setup_logging(dist.rank, run_dir)
+        setup_logging(dist.rank)
+        outcome: tuple = ("ok", None)
         if dist.is_main:
-            dump_config(cfg, run_dir / "config.yaml")
-        return _train(cfg, dist, run_dir, resume)
+            try:
+                opened = open_run_dir(cfg, resume=resume, overwrite=overwrite,
+                                      allow_config_change=allow_config_change)
+                outcome = ("ok", str(opened.start) if opened.start else None)
+            except RunDirError as e:
+                outcome = ("refused", str(e))
+        outcome = broadcast_object(outcome)  # the other ranks stop too when rank 0 was refused
+        if outcome[0] != "ok":
+            raise RunDirError(outcome[1])
+        setup_logging(dist.rank, run_dir)
+        for note in opened.notes if opened else []:
+            _logger.info("%s", note)
+        return _train(cfg, dist, run_dir, Path(outcome[1]) if outcome[1] else None)
     finally:
+        if opened is not None:
+            opened.release()
         cleanup_distributed()
 
 
-def _train(cfg: ExperimentCfg, dist: DistInfo, run_dir: Path, resume: Optional[str]) -> dict:
+def _train(cfg: ExperimentCfg, dist: DistInfo, run_dir: Path, start: Optional[Path]) -> dict:
     from msta.data.datasets import build_datasets
     from msta.models import build_model
 
@@ -236,11 +245,8 @@ def _train(cfg: ExperimentCfg, dist: DistInfo, run_dir: Path, resume: Optional[s
                       dtype=_DTYPES[cfg.train.precision], run_dir=run_dir, adapters=_adapters_fn(cfg, model, prompts),
                       writer=writer, bad_videos=_bad_videos_fn({"train": splits.train, select_on: select_set}),
                       selection=retrieval_selection(model.tokenize) if captions else top1_selection())
-    start = resolve_resume(resume, run_dir)
     if start is not None:
         trainer.resume(start)
-    elif resume == "auto":
-        _logger.info("--resume auto: no complete checkpoint in %s; starting a fresh run", run_dir)
     try:
         return trainer.fit()
     finally:

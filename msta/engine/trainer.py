@@ -16,20 +16,26 @@ import torch
 from torch.utils.data import DataLoader
 
 from msta.config import TrainCfg
+from msta.errors import UserError
 from msta.engine import checkpoint as ckpt
 from msta.engine.deepspeed_setup import BatchPlan
-from msta.engine.distributed import DistInfo, all_reduce_sum, barrier
+from msta.engine.distributed import DistInfo, all_reduce_sum, all_true, barrier
 from msta.engine.evaluation import Selection, top1_selection
 from msta.engine.loaders import TrainSampler
 from msta.engine.logging import MetricWriter, Throughput, progress_bar, step_line
 from msta.engine.objective import Objective, to_device
 from msta.engine.optim import set_lr
+from msta.engine.run_dir import RunDirError
 
-__all__ = ["SUMMARY_FILE", "TrainState", "Trainer"]
+__all__ = ["SUMMARY_FILE", "TrainState", "Trainer", "NonFiniteError"]
 
 _logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "train_summary.json"   # the run's training summary; evaluation records are results.json elsewhere
+
+
+class NonFiniteError(UserError):
+    """The learning rate, a loss or the gradient became inf/NaN: training stopped before saving anything of it."""
 
 
 @dataclass
@@ -95,7 +101,10 @@ class Trainer:
         for epoch in range(self.state.step // self.steps_per_epoch, self.num_epochs):
             for micro_batches in self._optimizer_steps(epoch):
                 lr = self.schedule(self.state.step)
+                if not math.isfinite(lr):
+                    self._stop_non_finite(f"the learning rate is {lr} (optim.lr={getattr(self.schedule, 'base_lr', '?')})")
                 losses = self._train_step(micro_batches, lr)
+                self._check_finite(losses, lr)
                 self.state.step += 1
                 self._after_step(epoch, losses, lr)
                 if self.state.step >= self.total_steps:
@@ -114,6 +123,32 @@ class Trainer:
             self.engine.step()
             terms.append(loss.as_floats())
         return self._global_mean(terms)
+
+    def _check_finite(self, losses: dict[str, float], lr: float) -> None:
+        """Stops at the first non-finite loss (the same on every rank: it is the all-reduced mean) or gradient norm
+        (DeepSpeed's global norm, where its optimiser computes one; fp16 overflow steps are DeepSpeed's to skip)."""
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        if bad:
+            terms = ", ".join(f"{k} {v}" for k, v in losses.items())
+            self._stop_non_finite(f"the training loss is not finite ({terms}) at lr {lr:.3g}")
+        norm = self.engine.get_global_grad_norm() if hasattr(self.engine, "get_global_grad_norm") else None
+        if norm is not None and self.dtype != torch.float16 and not math.isfinite(float(norm)):
+            self._stop_non_finite(f"the gradient norm is {float(norm)} at lr {lr:.3g}")
+
+    def _stop_non_finite(self, what: str) -> None:
+        last = ckpt.find_last_complete(self.run_dir) if self.dist.is_main else None
+        kept = (f"the last good checkpoint is {last} (adapters in {self.run_dir / 'last'})" if last is not None
+                else "no checkpoint had been written yet")
+        raise NonFiniteError(
+            f"step {self.state.step + 1}: {what}; training stopped and nothing of this step was saved; {kept}. "
+            "Check optim.lr (and optim.warmup_epochs, optim.grad_clip), train.precision, and the data of this step; "
+            "then continue with --resume auto (with --allow-config-change for a new optim.lr) or start again")
+
+    def _check_adapters_finite(self, payload: dict) -> None:
+        """Never writes an adapters file with inf/NaN weights (every rank holds the gathered state: same answer)."""
+        bad = [k for k, v in payload["state_dict"].items() if not torch.isfinite(v).all()]
+        if bad:
+            self._stop_non_finite(f"{len(bad)} adapter tensors hold inf/NaN (e.g. {bad[0]})")
 
     def _global_mean(self, terms: list[dict[str, float]]) -> dict[str, float]:
         """Loss terms averaged over the micro batches of all ranks: the loss of the global batch."""
@@ -167,8 +202,9 @@ class Trainer:
         if value > self.state.best_metric:
             self.state.best_metric, self.state.best_step = value, self.state.step
             payload = self.adapters(self.state.step, epoch, self._metrics())  # collective under ZeRO-3
+            self._check_adapters_finite(payload)
             if self.dist.is_main:
-                ckpt.save_adapters(payload, self.run_dir / "best")
+                ckpt.save_adapters_checked(payload, self.run_dir / "best")
                 _logger.info("new best %s %s %.2f at step %d -> %s", self.select_on, name, value, self.state.step,
                              self.run_dir / "best")
 
@@ -184,6 +220,7 @@ class Trainer:
         """Adapters (the last/ folder) plus the resumable engine state, both atomic; collective."""
         step = self.state.step
         payload = self.adapters(step, epoch, self._metrics())
+        self._check_adapters_finite(payload)
         client_state = {"msta": asdict(self.state)}
 
         def write_engine_state(folder: Path) -> None:
@@ -193,17 +230,27 @@ class Trainer:
         where = ckpt.save_checkpoint(self.run_dir, step, write_engine_state=write_engine_state,
                                      adapters=payload if self.dist.is_main else None,
                                      marker={"step": step, "epoch": epoch}, rank=self.dist.rank, barrier=barrier,
-                                     keep_last=self.cfg.keep_last)
+                                     keep_last=self.cfg.keep_last, all_ok=all_true)
         if self.dist.is_main:
-            ckpt.save_adapters(payload, self.run_dir / "last")
+            ckpt.save_adapters_checked(payload, self.run_dir / "last")
             _logger.info("checkpoint step %d -> %s", step, where)
 
     def resume(self, folder: Path) -> None:
-        """Restores the engine (trainable weights, optimiser) and the loop state from a complete checkpoint."""
-        _, client = self.engine.load_checkpoint(str(Path(folder) / "engine"), tag="state",
-                                                load_module_strict=False)
+        """Restores the engine (trainable weights, optimiser) and the loop state from a complete checkpoint.
+
+        The engine state is DeepSpeed's own pickle: trusted because it is this run's (`msta.engine.run_dir` checked
+        its files' sizes and CRCs); the RNG files are read as data.
+        """
+        try:
+            _, client = self.engine.load_checkpoint(str(Path(folder) / "engine"), tag="state",
+                                                    load_module_strict=False)
+        except (OSError, EOFError, RuntimeError, ValueError, KeyError) as e:
+            raise RunDirError(f"--resume: cannot load the engine state in {Path(folder) / 'engine'} "
+                              f"({e.__class__.__name__}: {str(e)[:300]}); resume from an earlier checkpoint "
+                              f"({[p.name for p in ckpt.list_complete(self.run_dir)]}) or start again with "
+                              "--overwrite") from e
         if client is None or "msta" not in client:
-            raise RuntimeError(f"{folder} is not an msta checkpoint (no client_state['msta'])")
+            raise RunDirError(f"{folder} is not an msta checkpoint (no client_state['msta'])")
         saved = TrainState(**client["msta"])
         if saved.world_size != self.plan.world_size:
             _logger.warning("resuming a %d-process run with %d processes: same global batch and data order, "
@@ -211,7 +258,10 @@ class Trainer:
         self.state = TrainState(**{**asdict(saved), "world_size": self.plan.world_size})
         rng = Path(folder) / f"rng_rank{self.dist.rank}.pt"
         if rng.is_file():
-            ckpt.set_rng_state(torch.load(rng, weights_only=False))
+            try:
+                ckpt.set_rng_state(ckpt.load_rng_state(rng))
+            except ValueError as e:
+                raise RunDirError(str(e)) from None
         _logger.info("resumed from %s at step %d (best %s %s %.2f at step %d)", folder, self.state.step,
                      self.select_on, self.selection.metric, self.state.best_metric, self.state.best_step)
 
