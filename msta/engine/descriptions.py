@@ -105,5 +105,9 @@ def compute_description_targets(model, spatial: Sequence[Sequence[str]], tempora
     out = DescriptionTargets(description_targets(emb[0]), description_targets(emb[1]))
     _logger.info("description targets: encoded %d x %d spatial + temporal descriptions", c, n)
     if path is not None and write_cache:
-        atomic_torch_save({"spatial": out.spatial, "temporal": out.temporal}, path)
+        try:
+            atomic_torch_save({"spatial": out.spatial, "temporal": out.temporal}, path)
+        except OSError as e:  # the cache is optional: a read-only or full MSTA_CACHE_DIR must not stop a run
+            _logger.warning("description cache %s not written (%s); going on without the cache (set "
+                            "MSTA_CACHE_DIR to a writable folder to keep the targets between runs)", path, e)
     return out
