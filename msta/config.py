@@ -38,16 +38,19 @@ def _check(cond: bool, msg: str) -> None:
 
 
 def _check_blocks(name: str, blocks: tuple[int, int]) -> None:
-    _check(len(blocks) == 2 and 1 <= blocks[0] <= blocks[1],
-           f"{name} must be [first, last] 1-based inclusive block indices with first <= last, got {list(blocks)}")
+    # negative indices count from the end (-1 = the last block), resolved against the model's depth when it is built
+    a, b = blocks
+    _check(a != 0 and b != 0 and (a <= b if (a > 0) == (b > 0) else a > 0),
+           f"{name} must be [first, last] 1-based inclusive block indices with first <= last, negative ones counting "
+           f"from the end ([-5, -1] = the last five blocks, [8, -1] = block 8 to the last), got {list(blocks)}")
 
 
 @dataclass(frozen=True)
 class MstaCfg:
     """Multi-modal spatio-temporal adapters (DESIGN §2): parallel to whole blocks of both encoders."""
     enabled: bool = True                      # add MSTA adapters
-    text_blocks: tuple[int, int] = (8, 12)    # 1-based, inclusive; adapters in text blocks first..last
-    vision_blocks: tuple[int, int] = (8, 12)  # 1-based, inclusive; shared projection exists where both overlap
+    text_blocks: tuple[int, int] = (-5, -1)   # 1-based, inclusive; < 0 from the end: last five (8-12 of ViT-B/16)
+    vision_blocks: tuple[int, int] = (-5, -1)  # same rule; the towers share MSTA layers aligned at their last block
     dim: int = 128                            # bottleneck r
     scale: float = 0.005                      # lambda; forward scaled, parameter gradients not (gradient-scale trick)
     shared: bool = True                       # one Linear(r, r) per layer index used by both modalities
@@ -69,7 +72,7 @@ class MstaCfg:
 class StAdapterCfg:
     """ST-Adapters (Pan et al. 2022): fc1 -> depthwise temporal Conv3d (zero init) -> fc2 on patch tokens."""
     enabled: bool = False                     # add ST-Adapters (can be combined with MSTA)
-    blocks: tuple[int, int] = (1, 12)         # 1-based, inclusive, visual blocks
+    blocks: tuple[int, int] = (1, -1)         # 1-based, inclusive, visual blocks (negative: from the end)
     width: int = 384                          # bottleneck channels
     kernel: int = 3                           # temporal kernel
     positions: tuple[str, ...] = ("mlp",)     # any of "attn" (before attention), "mlp" (before the MLP)

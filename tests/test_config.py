@@ -26,7 +26,7 @@ def test_shipped_configs_follow_the_paper_recipe(path):
         (1e-3, 1e-3, (0.9, 0.98), 50, 5, 1e-5)
     assert (cfg.train.batch_size, cfg.train.precision) == (32, "fp32")
     m = cfg.model.msta
-    assert (m.dim, m.text_blocks, m.vision_blocks, m.text, m.vision) == (128, (8, 12), (8, 12), True, True)
+    assert (m.dim, m.text_blocks, m.vision_blocks, m.text, m.vision) == (128, (-5, -1), (-5, -1), True, True)
     assert (cfg.loss.alpha, cfg.loss.consistency, cfg.text.num_descriptions) == (1.0, True, 2)
     if cfg.data.dataset == "ssv2":
         assert cfg.data.flip is False

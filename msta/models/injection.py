@@ -164,10 +164,18 @@ def visual_blocks(clip: nn.Module) -> nn.ModuleList:
     return vt.resblocks
 
 
-def _check_range(name: str, blocks: tuple[int, int], n: int, model_name: str) -> None:
-    if blocks[1] > n:
-        raise ValueError(f"{name}={list(blocks)} exceeds the {n} blocks of '{model_name}'; "
-                         f"set {name} to a range within [1, {n}]")
+def resolve_range(name: str, blocks: tuple[int, int], n: int, model_name: str) -> tuple[int, int]:
+    """1-based inclusive ``blocks`` (negative ones count from the end) -> absolute (first, last) within [1, n].
+
+    Raises:
+        ValueError: the range does not fit the ``n`` blocks of the tower (names the key and the fitting range).
+    """
+    first, last = (b if b > 0 else n + 1 + b for b in blocks)
+    if not 1 <= first <= last <= n:
+        shown = f"{list(blocks)}" + (f" (blocks {first}-{last})" if min(blocks) < 0 else "")
+        raise ValueError(f"{name}={shown} exceeds the {n} blocks of '{model_name}'; "
+                         f"set {name} to a range within [1, {n}], or count from the end, e.g. [-5, -1]")
+    return first, last
 
 
 def inject_adapters(clip: nn.Module, msta: MstaCfg, st: StAdapterCfg, model_name: str = "model") -> Injection:
@@ -187,41 +195,48 @@ def inject_adapters(clip: nn.Module, msta: MstaCfg, st: StAdapterCfg, model_name
     ctx = InjectionContext()
     adapters = nn.ModuleDict()
     summary: list[str] = []
+    # MSTA layer keys align the two towers at their ends (block j of a tower of depth n is layer j + depth - n,
+    # depth = the deeper tower's): equal depths keep the block index; ViT-L/14's text block 12 shares with visual 24
+    depth = max(len(tblocks), len(vblocks))
+    t_off, v_off = depth - len(tblocks), depth - len(vblocks)
     text_ids: set[int] = set()
     vis_msta: set[int] = set()
     if msta.enabled and msta.text:
-        _check_range("model.msta.text_blocks", msta.text_blocks, len(tblocks), model_name)
-        text_ids = set(range(msta.text_blocks[0], msta.text_blocks[1] + 1))
-        summary.append(f"text.{msta.text_blocks[0]}-{msta.text_blocks[1]} msta r={msta.dim}")
+        a, b = resolve_range("model.msta.text_blocks", msta.text_blocks, len(tblocks), model_name)
+        text_ids = set(range(a, b + 1))
+        keys = f" (layers {a + t_off}-{b + t_off})" if t_off else ""
+        summary.append(f"text.{a}-{b} of {len(tblocks)} msta r={msta.dim}{keys}")
     if msta.enabled and msta.vision:
-        _check_range("model.msta.vision_blocks", msta.vision_blocks, len(vblocks), model_name)
-        vis_msta = set(range(msta.vision_blocks[0], msta.vision_blocks[1] + 1))
+        a, b = resolve_range("model.msta.vision_blocks", msta.vision_blocks, len(vblocks), model_name)
+        vis_msta = set(range(a, b + 1))
         tmp = (f" temporal k={msta.temporal_kernel}{' +cls' if msta.temporal_cls else ''}" if msta.temporal else "")
-        summary.append(f"visual.{msta.vision_blocks[0]}-{msta.vision_blocks[1]} msta r={msta.dim}{tmp}")
+        keys = f" (layers {a + v_off}-{b + v_off})" if v_off else ""
+        summary.append(f"visual.{a}-{b} of {len(vblocks)} msta r={msta.dim}{tmp}{keys}")
+    t_keys, v_keys = {j + t_off for j in text_ids}, {j + v_off for j in vis_msta}
     layers = nn.ModuleDict()
-    for j in sorted(text_ids | vis_msta):
+    for j in sorted(t_keys | v_keys):
         # a layer index with one modality still owns its shared projection (MMA builds one per index)
-        layers[str(j)] = MstaLayer(msta.dim, msta.scale, t_w if j in text_ids else None,
-                                   v_w if j in vis_msta else None, msta.shared, msta.temporal, msta.temporal_kernel,
+        layers[str(j)] = MstaLayer(msta.dim, msta.scale, t_w if j in t_keys else None,
+                                   v_w if j in v_keys else None, msta.shared, msta.temporal, msta.temporal_kernel,
                                    msta.temporal_cls)
     if len(layers):
         adapters["msta"] = layers
     vis_st: set[int] = set()
     if st.enabled:
-        _check_range("model.st_adapter.blocks", st.blocks, len(vblocks), model_name)
-        vis_st = set(range(st.blocks[0], st.blocks[1] + 1))
+        a, b = resolve_range("model.st_adapter.blocks", st.blocks, len(vblocks), model_name)
+        vis_st = set(range(a, b + 1))
         sts = nn.ModuleDict()
         for j in sorted(vis_st):
             sts[str(j)] = nn.ModuleDict({p: StAdapter(v_w, st.width, st.kernel) for p in ("attn", "mlp")
                                          if p in st.positions})
         adapters["st"] = sts
-        summary.append(f"visual.{st.blocks[0]}-{st.blocks[1]} st w={st.width} {'+'.join(st.positions)}")
+        summary.append(f"visual.{a}-{b} of {len(vblocks)} st w={st.width} {'+'.join(st.positions)}")
     for j in text_ids:
-        tblocks[j - 1] = AdaptedBlock(tblocks[j - 1], "text", ctx, msta=layers[str(j)])
+        tblocks[j - 1] = AdaptedBlock(tblocks[j - 1], "text", ctx, msta=layers[str(j + t_off)])
     for j in vis_msta | vis_st:
         st_j = adapters["st"][str(j)] if j in vis_st else nn.ModuleDict()
         vblocks[j - 1] = AdaptedBlock(vblocks[j - 1], "visual", ctx,
-                                      msta=layers[str(j)] if j in vis_msta else None,
+                                      msta=layers[str(j + v_off)] if j in vis_msta else None,
                                       st_attn=st_j["attn"] if "attn" in st_j else None,
                                       st_mlp=st_j["mlp"] if "mlp" in st_j else None)
     first_text = min(text_ids) - 1 if text_ids else len(tblocks)

@@ -43,4 +43,6 @@ def test_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="neither a file nor an open_clip tag"):
         build_model(ModelCfg(name="msta-tiny", pretrained="laion2b_nope"))
     with pytest.raises(ValueError, match=r"model.msta.text_blocks=\[8, 12\] exceeds the 2 blocks"):
+        build_model(ModelCfg(name="msta-tiny", msta=MstaCfg(text_blocks=(8, 12))))
+    with pytest.raises(ValueError, match=r"model.msta.text_blocks=\[-5, -1\] \(blocks -2-2\) exceeds the 2 blocks"):
         build_model(ModelCfg(name="msta-tiny"))

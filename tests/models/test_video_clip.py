@@ -235,7 +235,8 @@ def test_param_report_and_adapter_state_dict(plain):
     assert report.trainable == n_adapt and report.total == sum(p.numel() for p in model.parameters())
     assert report.line() == (f"trainable params: {n_adapt:,} / total: {report.total:,} "
                              f"({100 * n_adapt / report.total:.2f}%)")
-    assert report.blocks == ["text.2-2 msta r=16", "visual.1-2 msta r=16 temporal k=3", "visual.1-2 st w=8 attn+mlp"]
+    assert report.blocks == ["text.2-2 of 2 msta r=16", "visual.1-2 of 2 msta r=16 temporal k=3",
+                             "visual.1-2 of 2 st w=8 attn+mlp"]
     sd = model.adapter_state_dict()
     assert sum(v.numel() for v in sd.values()) == n_adapt and all(k.startswith("adapters.") for k in sd)
     other = _build(plain, msta=FULL_MSTA, st_adapter=ST)
