@@ -18,6 +18,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", default=None, metavar="auto|PATH",
                    help="'auto': last complete checkpoint in train.out_dir; or a checkpoints/step_N folder")
     p.add_argument("--dry-run", action="store_true", help="build the model only and print the parameter report")
+    p.add_argument("--overwrite", action="store_true",
+                   help="a fresh run into a train.out_dir holding an earlier run moves that run aside to\n"
+                        "<out_dir>.old-<date-time> (nothing is deleted); without it such a run is refused")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="--resume with keys changed that alter training (lr, batch size, epochs, seed, model,\n"
+                        "data...): continue with the new values, keep the old config.yaml, log the diff")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed launcher
     return p.parse_args(argv)
 
@@ -38,7 +44,8 @@ def main(argv=None) -> int:
         return 0
     from msta.engine.launch import train
 
-    train(cfg, resume=args.resume, local_rank=args.local_rank)
+    train(cfg, resume=args.resume, local_rank=args.local_rank, overwrite=args.overwrite,
+          allow_config_change=args.allow_config_change)
     return 0
 
 
