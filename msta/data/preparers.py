@@ -16,6 +16,8 @@ Layouts:
   Splits train / val / test (a CSV without labels is skipped).
 - ssv2: `labels.json` {name: "id"}, `train.json` / `validation.json` lists of {id, template, label}; the class is
   the template without brackets; files `<id>.webm` (or converted `<id>.mp4`). Splits train / val.
+- msrvtt: caption lists, not label lists (`msta.data.msrvtt`): train_9k / train_7k / test_1k; its result writes
+  itself (`.write(out_dir)`).
 """
 from __future__ import annotations
 
@@ -235,7 +237,14 @@ PREPARERS: dict[str, Callable[[str | os.PathLike], PreparedDataset]] = {
     "k400": lambda root: prepare_kinetics(root, "k400"),
     "k600": lambda root: prepare_kinetics(root, "k600"),
     "ssv2": prepare_ssv2,
+    "msrvtt": lambda root: _prepare_msrvtt(root),
 }
+
+
+def _prepare_msrvtt(root: str | os.PathLike):
+    from .msrvtt import prepare_msrvtt   # here, not at the top: msta.data.msrvtt builds on this module
+
+    return prepare_msrvtt(root)
 
 
 def prepare_dataset(name: str, root: str | os.PathLike) -> PreparedDataset:
