@@ -8,9 +8,9 @@ Two tasks, both procedurally generated from a seed:
 - appearance: the class is colour + shape (`red_square`, ...); motion and position are random nuisances, so a
   single frame suffices and an image CLIP recognises the classes zero-shot.
 
-`clip_captions` describes a clip in words ("a red square moving left"); `write_synthetic_dataset(captions=True)`
-also writes caption lists (`msta.data.captions`) for video-text training. `sample_captioned_frames` draws single
-frames with captions ("a red square on the left") for pretraining a tiny image-text CLIP on the same visual world.
+`write_synthetic_dataset(captions=True)` also writes caption lists (`msta.data.captions`) for video-text training,
+worded by `msta.data.synthetic_captions`, which also draws captioned single frames for pretraining a tiny image-text
+CLIP on the same visual world (its names are still importable from here).
 Everything is a pure function of its generator; rendering works on whole batches of frames with numpy (signed
 distance functions, anti-aliased edges so that sub-pixel motion is visible).
 """
@@ -27,9 +27,12 @@ from .mp4 import write_mp4
 
 __all__ = [
     "COLOURS", "SHAPES", "MOTIONS", "TASKS", "DEFAULT_COLOURS", "DEFAULT_SHAPES", "DEFAULT_MOTIONS",
-    "SyntheticDataset", "as_rng", "render_shapes", "task_classes", "sample_clips", "clip_captions",
-    "sample_captioned_frames", "caption_compatibility", "synthetic_prompts", "write_synthetic_dataset",
+    "SyntheticDataset", "as_rng", "render_shapes", "task_classes", "sample_clips", "synthetic_prompts",
+    "write_synthetic_dataset",
 ]
+# moved to synthetic_captions; still importable from here (module __getattr__ at the end)
+_CAPTION_NAMES = ("clip_captions", "sample_captioned_frames", "caption_compatibility", "_POS_PHRASE", "_SIZE_WORDS",
+                  "_HPOS", "_VPOS", "_MOTION_PHRASES")
 
 _logger = logging.getLogger(__name__)
 
@@ -45,13 +48,6 @@ DEFAULT_SHAPES = ("square", "circle", "triangle")
 DEFAULT_MOTIONS = MOTIONS[:4]
 
 _VELOCITY = {"moving_left": (-1, 0), "moving_right": (1, 0), "moving_up": (0, -1), "moving_down": (0, 1)}
-_HPOS, _VPOS = ("left", "centre", "right"), ("top", "middle", "bottom")
-_POS_PHRASE = {  # (vertical, horizontal) third of the frame -> phrase
-    (0, 0): "in the top left", (0, 1): "at the top", (0, 2): "in the top right",
-    (1, 0): "on the left", (1, 1): "in the centre", (1, 2): "on the right",
-    (2, 0): "in the bottom left", (2, 1): "at the bottom", (2, 2): "in the bottom right",
-}
-_SIZE_WORDS = ("small", "", "large")  # radius thirds; the middle third is not named
 _RADIUS = (0.22, 0.32)                # object radius range, as a fraction of the frame size (smaller shapes left
                                       # a 32 px CLIP unable to tell a triangle from a square within minutes)
 _Rng = Union[np.random.Generator, int, None, Any]
@@ -239,90 +235,6 @@ def sample_clips(task: str, num_per_class: int, generator: _Rng, *, classes: Opt
     return (videos, labels.astype(np.int64), attrs) if with_attributes else (videos, labels.astype(np.int64))
 
 
-_MOTION_PHRASES = {  # motion -> (short phrase, paraphrase)
-    "moving_left": ("moving left", "sliding to the left"), "moving_right": ("moving right", "sliding to the right"),
-    "moving_up": ("moving up", "rising towards the top"), "moving_down": ("moving down", "falling to the bottom"),
-    "growing": ("growing", "getting bigger"), "shrinking": ("shrinking", "getting smaller"),
-    "still": ("standing still", "that does not move"),
-}
-
-
-def clip_captions(colour: str, shape: str, motion: str) -> list[str]:
-    """Two captions of a clip, e.g. ["a red square moving left", "a video of a red square sliding to the left"].
-
-    Args:
-        colour, shape: names from COLOURS and SHAPES. motion: a MOTIONS name or "still" (`sample_clips` attributes).
-    """
-    if motion not in _MOTION_PHRASES:
-        raise ValueError(f"unknown motion {motion!r}; available: {', '.join(_MOTION_PHRASES)}")
-    short, para = _MOTION_PHRASES[motion]
-    return [f"a {colour} {shape} {short}", f"a video of a {colour} {shape} {para}"]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# captioned frames for CLIP pretraining
-
-
-def sample_captioned_frames(n: int, generator: _Rng, *, size: int = 32, noise_std: float = 3.0,
-                            colours: Sequence[str] = DEFAULT_COLOURS, shapes: Sequence[str] = DEFAULT_SHAPES,
-                            with_attributes: bool = False):
-    """Single frames of one shape each, with a caption of what the frame shows.
-
-    Captions name the colour and the shape, and often the position ("a red square on the left") and the size
-    ("a small blue circle"); some use the CLIP template wording ("a video of a red square.") that zero-shot
-    prompts use.
-
-    Args:
-        n: number of frames. generator: numpy Generator, int seed or torch.Generator.
-        size: frame height = width. noise_std: pixel noise std. colours, shapes: the vocabulary.
-        with_attributes: also return the attributes (for `caption_compatibility`).
-
-    Returns:
-        images (n, 3, size, size) uint8, captions list of n strings, and with `with_attributes` a dict of (n,) int
-        arrays: colour, shape, hpos, vpos, size (true values) and said_pos, said_size (0/1: named in the caption).
-    """
-    rng = as_rng(generator)
-    shape = rng.choice([SHAPES.index(s) for s in shapes], n)
-    cidx = rng.integers(0, len(colours), n)
-    rgb = np.array([COLOURS[colours[k]] for k in cidx], np.float64) + rng.uniform(-12, 12, (n, 3))
-    radius = rng.uniform(_RADIUS[0] * size, _RADIUS[1] * size, n)
-    cx, cy = rng.uniform(radius + 1, size - radius - 1), rng.uniform(radius + 1, size - radius - 1)
-    images = render_shapes(shape, rgb, cx, cy, radius, size=size, background=_backgrounds(rng, n),
-                           noise_std=noise_std, rng=rng).transpose(0, 3, 1, 2)
-    hpos = np.minimum((cx / size * 3).astype(int), 2)
-    vpos = np.minimum((cy / size * 3).astype(int), 2)
-    rsize = np.minimum(((radius / size - _RADIUS[0]) / (_RADIUS[1] - _RADIUS[0]) * 3).astype(int), 2)
-    said_pos = rng.random(n) < 0.7
-    said_size = (rng.random(n) < 0.5) & (rsize != 1)
-    style = rng.integers(0, 4, n)
-    captions = []
-    for i in range(n):
-        noun = " ".join(w for w in (_SIZE_WORDS[rsize[i]] if said_size[i] else "", colours[cidx[i]],
-                                    SHAPES[shape[i]]) if w)
-        pos = f" {_POS_PHRASE[(vpos[i], hpos[i])]}" if said_pos[i] else ""
-        captions.append(("a {}{}", "a photo of a {}{}", "a video of a {}{}.", "a {}{}.")[style[i]].format(noun, pos))
-    if not with_attributes:
-        return images, captions
-    attrs = {"colour": cidx, "shape": shape, "hpos": hpos, "vpos": vpos, "size": rsize,
-             "said_pos": said_pos.astype(int), "said_size": said_size.astype(int)}
-    return images, captions, attrs
-
-
-def caption_compatibility(attrs: dict[str, np.ndarray]) -> np.ndarray:
-    """(n, n) bool: caption j is a true description of image i (every attribute it names matches image i).
-
-    Used as the positive set of the contrastive loss: "a red square" describes every red square in the batch,
-    so treating those pairs as negatives (as plain InfoNCE does) would teach contradictions.
-    """
-    def same(key: str) -> np.ndarray:
-        return attrs[key][:, None] == attrs[key][None, :]
-
-    ok = same("colour") & same("shape")
-    ok &= (attrs["said_pos"][None, :] == 0) | (same("hpos") & same("vpos"))
-    ok &= (attrs["said_size"][None, :] == 0) | same("size")
-    return ok
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # prompts and datasets on disk
 
@@ -405,6 +317,7 @@ def write_synthetic_dataset(out_dir: str | Path, task: str, *, splits: Optional[
     from tqdm.auto import tqdm
 
     from msta.data.captions import CaptionItem, write_caption_list
+    from msta.data.synthetic_captions import clip_captions
     from msta.text.prompts import write_prompts_file  # text helpers; imported here to keep data imports light
 
     out_dir = Path(out_dir)
@@ -438,3 +351,12 @@ def write_synthetic_dataset(out_dir: str | Path, task: str, *, splits: Optional[
     _logger.info("wrote %d %s videos (%d classes, %s) to %s", total, name, len(classes), splits, out_dir)
     return SyntheticDataset(name=name, root=out_dir / "videos", class_table=out_dir / "classes.csv", lists=lists,
                             prompts=prompts, classes=tuple(classes), caption_lists=caption_lists)
+
+
+def __getattr__(name: str) -> Any:
+    """The caption names that moved to `msta.data.synthetic_captions` (imported lazily: it imports this module)."""
+    if name in _CAPTION_NAMES:
+        from msta.data import synthetic_captions
+
+        return getattr(synthetic_captions, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

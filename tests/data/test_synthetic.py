@@ -1,10 +1,13 @@
 """Synthetic data: deterministic rendering, class-consistent motion and colour, decodable mp4 datasets."""
+import hashlib
+
 import numpy as np
 import pytest
 
-from msta.data.synthetic import (COLOURS, MOTIONS, SHAPES, TASKS, as_rng, caption_compatibility, clip_captions,
-                                 render_shapes, sample_captioned_frames, sample_clips, synthetic_prompts,
-                                 task_classes, write_synthetic_dataset)
+from msta.data.mp4 import write_mp4
+from msta.data.synthetic import (COLOURS, MOTIONS, SHAPES, TASKS, as_rng, render_shapes, sample_clips,
+                                 synthetic_prompts, task_classes, write_synthetic_dataset)
+from msta.data.synthetic_captions import caption_compatibility, clip_captions, sample_captioned_frames
 
 
 def _centroids(video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,14 +135,39 @@ def test_write_dataset_decodable_balanced_and_labelled(tmp_path):
     assert name == "synthetic_motion" and list(classes) == list(ds.classes)
 
 
+def test_write_mp4_gives_the_same_bytes_every_time(tmp_path):
+    """Issue 13 item 4: with x264's defaults (mbtree on) the same frames now and then gave another file.
+
+    The rate varied from run to run (from 1 in 500 encodes to 1 in 3 while other jobs ran), so this loop does not
+    catch the old encoder settings every time (measured: in 1 of 5 runs of it); what it pins is that, now, 12 clips
+    rendered and encoded 30 times each give exactly one file per clip.
+    """
+    digests: dict[int, set] = {}
+    for _ in range(30):  # re-render each time: the renderer's allocations are part of what varied the encodes
+        videos, _ = sample_clips("appearance", 1, np.random.default_rng([2, 1, *b"test"]), num_frames=4)
+        for k, video in enumerate(videos):
+            digests.setdefault(k, set()).add(hashlib.sha1(write_mp4(tmp_path / "v.mp4", video).read_bytes()).digest())
+    assert {k: len(d) for k, d in digests.items() if len(d) > 1} == {}
+
+
+def test_caption_names_still_import_from_synthetic():
+    from msta.data import synthetic, synthetic_captions
+
+    assert synthetic.clip_captions is synthetic_captions.clip_captions
+    assert synthetic._POS_PHRASE is synthetic_captions._POS_PHRASE
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        synthetic.nope
+
+
 def test_write_dataset_is_deterministic(tmp_path):
     a = write_synthetic_dataset(tmp_path / "a", "appearance", splits={"test": 1}, seed=2, num_frames=4,
                                 progress=False)
     b = write_synthetic_dataset(tmp_path / "b", "appearance", splits={"test": 1}, seed=2, num_frames=4,
                                 progress=False)
     assert a.lists["test"].read_text() == b.lists["test"].read_text()
-    rel = a.lists["test"].read_text().split()[0]
-    assert (a.root / rel).read_bytes() == (b.root / rel).read_bytes()
+    for line in a.lists["test"].read_text().splitlines():  # every video, not only the first
+        rel = line.split()[0]
+        assert (a.root / rel).read_bytes() == (b.root / rel).read_bytes(), rel
 
 
 def test_clip_attributes_change_no_clip_and_describe_it():
