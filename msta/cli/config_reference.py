@@ -8,16 +8,22 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Optional, Sequence
 
+from msta.cli.common import CliParser, run_command
 from msta.config_doc import config_reference
+from msta.errors import UsageError
 
 BEGIN, END = "<!-- config-reference -->", "<!-- /config-reference -->"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = CliParser(__doc__, opts=False)
     p.add_argument("--write", metavar="README", help="replace the marked section of this file")
-    args = p.parse_args(argv)
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
     table = config_reference()
     if not args.write:
         print(table)
@@ -25,12 +31,15 @@ def main(argv=None) -> int:
     path = Path(args.write)
     text = path.read_text()
     if BEGIN not in text or END not in text:
-        print(f"{path}: no {BEGIN} ... {END} markers to replace", file=sys.stderr)
-        return 1
+        raise UsageError(f"{path}: no {BEGIN} ... {END} markers to replace")
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
     path.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_command(_run, build_parser(), argv)
 
 
 if __name__ == "__main__":

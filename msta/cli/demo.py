@@ -1,8 +1,8 @@
 """The msta demo (`make demo`): synthetic motion + appearance videos, a tiny CLIP pretrained here, MSTA trained
 few-shot through scripts/train.py, one results table. Nothing is downloaded.
 
-Usage:
-    python scripts/demo.py [--out runs/demo] [--quick]
+Examples:
+    python scripts/demo.py [--out runs/demo] [--quick]        # or: make demo
 """
 from __future__ import annotations
 
@@ -10,19 +10,24 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Optional, Sequence
+
+from msta.cli.common import CliParser, check_out_dir, run_command, setup_cli_logging
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = CliParser(__doc__)
     p.add_argument("--out", default=None, help="output folder (default runs/demo)")
     p.add_argument("--quick", action="store_true", help="the shortened demo CI runs (fewer test videos)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for the training runs")
-    args = p.parse_args(argv)
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
     # msta's own progress at INFO; open_clip logs every model build at INFO on the root logger, which is noise here
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    logging.getLogger("msta").setLevel(logging.INFO)
+    setup_cli_logging(logging.INFO)
+    if args.out:
+        check_out_dir(args.out)
 
     from msta.demo.pipeline import DemoSettings, run_demo
 
@@ -34,6 +39,10 @@ def main(argv=None) -> int:
     print("wall time per step (s): " + ", ".join(f"{k}: {v}" for k, v in result["seconds"].items()))
     print(f"total: {sum(result['seconds'].values()):.0f} s; results, plots and logs in {settings.out_dir}")
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_command(_run, build_parser(), argv)
 
 
 if __name__ == "__main__":

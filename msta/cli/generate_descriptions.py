@@ -1,6 +1,7 @@
 """Generate spatial and temporal class descriptions with an OpenAI-compatible chat endpoint.
 
-    python scripts/generate_descriptions.py --classes labels/hmdb51.csv --out prompts/hmdb51.yaml \
+Example (msta-descriptions, or python scripts/generate_descriptions.py from a checkout):
+    msta-descriptions --classes labels/hmdb51.csv --out prompts/hmdb51.yaml \
         --base-url https://api.openai.com/v1 --model gpt-4o-mini --api-key-env OPENAI_API_KEY
 
 Answers are cached (default .cache/descriptions/<dataset>.jsonl); an interrupted run resumes when started again.
@@ -8,17 +9,19 @@ Answers are cached (default .cache/descriptions/<dataset>.jsonl); an interrupted
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
+from typing import Optional, Sequence
 
-from msta.text.generator import PROMPT_VERSION, GenerationError, GeneratorOptions, generate_prompts_file
-from msta.text.prompts import PromptError
+from msta.cli.common import LOG_DATEFMT, LOG_FORMAT, CliParser, check_out_file, run_command
+from msta.errors import UsageError
+from msta.text.generator import PROMPT_VERSION, GeneratorOptions, generate_prompts_file
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     d = GeneratorOptions()
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0] + f" (prompt {PROMPT_VERSION})")
+    first, _, rest = __doc__.partition("\n")
+    p = CliParser(f"{first} (prompt {PROMPT_VERSION})\n{rest}", opts=False)
     p.add_argument("--classes", required=True, help="class table, `id,name` CSV with header")
     p.add_argument("--out", required=True, help="prompts file to write, e.g. prompts/hmdb51.yaml")
     p.add_argument("--dataset", help="dataset key (default: the stem of --out)")
@@ -32,18 +35,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=d.timeout, help="seconds per request")
     p.add_argument("--max-retries", type=int, default=d.max_retries)
     p.add_argument("--backoff", type=float, default=d.backoff, help="first retry delay in seconds, doubled each time")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return p
+
+
+def _run(a: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATEFMT)  # every request is news here
+    check_out_file(a.out)
     try:
         opts = GeneratorOptions(base_url=a.base_url, model=a.model, api_key_env=a.api_key_env,
                                 num_descriptions=a.num, temperature=a.temperature, timeout=a.timeout,
                                 max_retries=a.max_retries, backoff=a.backoff)
-        generate_prompts_file(a.classes, Path(a.out), opts, dataset=a.dataset, names_from=a.names,
-                              cache_path=a.cache)
-    except (GenerationError, PromptError, ValueError) as e:
-        logging.getLogger("generate_descriptions").error("%s", e)
-        return 1
+    except ValueError as e:   # --num, --max-retries, --timeout out of range
+        raise UsageError(str(e)) from None
+    generate_prompts_file(a.classes, Path(a.out), opts, dataset=a.dataset, names_from=a.names, cache_path=a.cache)
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_command(_run, build_parser(), argv)
 
 
 if __name__ == "__main__":

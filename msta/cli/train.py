@@ -1,20 +1,29 @@
-"""Train adapters on a frozen CLIP: `python scripts/train.py --cfg configs/fewshot_hmdb.yaml [--opts k=v ...]`.
+"""Train adapters on a frozen CLIP.
+
+Examples:
+    msta-train --cfg fewshot_hmdb                                   # a shipped config by name
+    python scripts/train.py --cfg configs/fewshot_hmdb.yaml --opts data.shots=4 train.out_dir=runs/k4
+    torchrun --nproc_per_node 2 scripts/train.py --cfg my.yaml      # or: deepspeed --num_gpus 2 scripts/train.py ...
+    msta-train --cfg my.yaml --resume auto                          # continue the run in train.out_dir
+    msta-train --cfg my.yaml --dry-run                              # build the model only: parameters, blocks
 
 Runs as one process without a launcher, and under `torchrun --nproc_per_node N` or `deepspeed --num_gpus N` with
 several. `--resume auto` continues from the last complete checkpoint in train.out_dir; `--dry-run` only builds the
-model (no weights, no data) and prints its trainable parameters and adapted blocks.
+model (no weights, no data) and prints its trainable parameters and adapted blocks. A mistake in the config, the data
+or the prompts ends as one message (exit code 2) on rank 0; its traceback is in <out_dir>/train.log (or --debug).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Optional, Sequence
+
+from msta.cli.common import CliParser, run_command
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--cfg", required=True, help="experiment YAML, e.g. configs/fewshot_hmdb.yaml")
-    p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="dotted overrides, e.g. data.shots=4 train.out_dir=runs/x")
+def build_parser() -> argparse.ArgumentParser:
+    p = CliParser(__doc__)
+    p.add_argument("--cfg", required=True, help="experiment YAML, or a shipped config's name (e.g. fewshot_hmdb)")
     p.add_argument("--resume", default=None, metavar="auto|PATH",
                    help="'auto': last complete checkpoint in train.out_dir; or a checkpoints/step_N folder")
     p.add_argument("--dry-run", action="store_true", help="build the model only and print the parameter report")
@@ -25,18 +34,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="--resume with keys changed that alter training (lr, batch size, epochs, seed, model,\n"
                         "data...): continue with the new values, keep the old config.yaml, log the diff")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed launcher
-    return p.parse_args(argv)
+    return p
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from msta.config import ConfigError, load_config
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
-    try:
-        cfg = load_config(args.cfg, args.opts)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
+
+def _run(args: argparse.Namespace) -> int:
+    from msta.config import load_config
+
+    cfg = load_config(args.cfg, args.opts)
     if args.dry_run:
         from msta.engine.launch import dry_run
 
@@ -47,6 +55,10 @@ def main(argv=None) -> int:
     train(cfg, resume=args.resume, local_rank=args.local_rank, overwrite=args.overwrite,
           allow_config_change=args.allow_config_change)
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_command(_run, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -1,50 +1,57 @@
 """Zero-shot evaluation: a checkpoint (or frozen CLIP without one) on the target datasets, mean ± std over splits.
 
-Usage:
-    python scripts/zeroshot_eval.py --cfg configs/zeroshot_k400.yaml --ckpt runs/zeroshot_k400/best.pt
-    python scripts/zeroshot_eval.py --cfg CONFIG --out runs/eval/clip_baseline          # frozen CLIP baseline
+Examples:
+    msta-zeroshot --cfg configs/zeroshot_k400.yaml --ckpt runs/zeroshot_k400/best
+    msta-zeroshot --cfg zeroshot_hmdb --out runs/eval/clip_baseline              # frozen CLIP baseline
+    (python scripts/zeroshot_eval.py ... runs the same from a checkout)
 
 The targets are the configs listed in the config's eval.targets (each naming a dataset's test splits, class
 tables and prompts); a config without targets is itself the target. Every number is written with how it was
-obtained (model, weights, checkpoint, frames, views, templates, split files, video pool) to results.json/.md.
+obtained (model, weights, checkpoint, frames, views, templates, split files, video pool) to results.json/.md in
+--out (default <run>/eval_zeroshot), which is checked before any work.
 """
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+from typing import Optional, Sequence
+
+from msta.cli.common import CliParser, check_out_dir, read_checkpoints, run_command, setup_cli_logging
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cfg", required=True, help="experiment YAML (its model section builds the model)")
-    p.add_argument("--ckpt", help="adapters file (run/best.pt); omit for the frozen CLIP baseline")
+def build_parser() -> argparse.ArgumentParser:
+    p = CliParser(__doc__)
+    p.add_argument("--cfg", required=True, help="experiment YAML or a shipped config's name (its model section "
+                                                "builds the model)")
+    p.add_argument("--ckpt", metavar="PATH", help="adapters (run/best, a folder or file); omit for frozen CLIP")
     p.add_argument("--out", help="output folder (default: <run>/eval_zeroshot)")
-    p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="dotted config overrides")
-    return p.parse_args(argv)
+    return p
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from msta.config import ConfigError
-    from msta.eval.loading import read_checkpoint, resolve_config
-    from msta.eval.runner import run_zeroshot, zeroshot_targets
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
-    try:
-        ckpt = read_checkpoint(args.ckpt) if args.ckpt else None
-        cfg = resolve_config(args.cfg, ckpt, args.opts)
-        zeroshot_targets(cfg)   # every target config exists and validates before the model is built
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+def _run(args: argparse.Namespace) -> int:
+    setup_cli_logging()
+    from msta.eval.loading import resolve_config
+    from msta.eval.runner import default_out_dir, run_zeroshot, zeroshot_targets
+
+    ckpt = read_checkpoints([args.ckpt])[0] if args.ckpt else None
+    cfg = resolve_config(args.cfg, ckpt, args.opts)
+    zeroshot_targets(cfg)   # every target config exists and validates before the model is built
+    check_out_dir(args.out or default_out_dir("zeroshot", ckpt, cfg),
+                  what="--out" if args.out else "the default output folder")
     for r in run_zeroshot(cfg, ckpt, args.out):
         m = r.metrics
         half = f"; half-class {m['half_top1_mean']:.2f} ± {m['half_top1_std']:.2f}" if "half_top1_mean" in m else ""
         print(f"{r.dataset}: top-1 {m['top1_mean']:.2f} ± {m['top1_std']:.2f} over {len(r.split_files)} splits{half} "
               f"[{r.checkpoint or 'frozen CLIP'}; {r.num_frames} frames, {r.views['clips']}x{r.views['crops']} views]")
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_command(_run, build_parser(), argv)
 
 
 if __name__ == "__main__":

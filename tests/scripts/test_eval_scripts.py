@@ -86,5 +86,5 @@ def test_eval_script_errors(setup, capsys, tmp_path):
     assert eval_script.main(["--cfg", str(tmp_path / "missing.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
     (tmp_path / "results.json").write_text(json.dumps({"steps": 3, "selected_on": "val"}))  # a training summary
-    assert eval_script.main(["--gather", str(tmp_path)]) == 1
+    assert eval_script.main(["--gather", str(tmp_path)]) == 2
     assert "scripts/eval.py" in capsys.readouterr().err
