@@ -12,7 +12,7 @@ they are used.
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load", "VideoModel"]
+__all__ = ["__version__", "load", "VideoModel", "VideoIndex"]
 
 
 def __getattr__(name: str):
@@ -21,4 +21,8 @@ def __getattr__(name: str):
         from msta import api
 
         return getattr(api, name)
+    if name == "VideoIndex":   # the folder index of your own videos (msta.index)
+        from msta.index import VideoIndex
+
+        return VideoIndex
     raise AttributeError(f"module 'msta' has no attribute {name!r}")
