@@ -9,6 +9,8 @@
 - ``base_to_novel``: per seed checkpoint, base and novel accuracy each with its own classifier, HM, and the
   generalised variant (one classifier over base + novel classes); averaged over the seeds.
 - ``supervised``: multi-view top-1 / top-5 and mean class accuracy.
+- ``retrieval`` (``retrieval_protocol.py``, re-exported here): text <-> video R@K / MdR / MnR on caption lists
+  (MSR-VTT 1k-A), videos and captions embedded once; without adapters the zero-shot retrieval of frozen CLIP.
 
 Splits come from ``eval.splits`` (test lists) and ``eval.class_tables`` (one table, or one per split), falling
 back to ``data.test_list`` and ``data.class_table``. The model's class embeddings are computed once per class set,
@@ -31,9 +33,10 @@ from msta.eval.evaluator import ClassBank, ScoreMatrix, score_dataset
 from msta.eval.loading import LoadedCheckpoint
 from msta.eval.outputs import table, write_outputs, write_plots
 from msta.eval.report import EvalRecord
+from msta.eval.retrieval_protocol import retrieval
 
 __all__ = ["SplitSpec", "split_specs", "ScoredSplits", "score_splits", "half_class_draws", "zeroshot", "fewshot",
-           "base_to_novel", "supervised"]
+           "base_to_novel", "supervised", "retrieval"]
 
 _logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ __all__ = ["PROTOCOLS", "default_out_dir", "placement", "run_protocol", "zerosho
 
 _logger = logging.getLogger(__name__)
 
-PROTOCOLS = ("zeroshot", "fewshot", "b2n", "supervised")
+PROTOCOLS = ("zeroshot", "fewshot", "b2n", "supervised", "retrieval")
 
 
 def default_out_dir(protocol: str, checkpoint: Optional[LoadedCheckpoint], cfg: ExperimentCfg) -> Path:
@@ -54,6 +54,8 @@ def _one(cfg: ExperimentCfg, protocol: str, model, ckpt: Optional[LoadedCheckpoi
         return P.zeroshot(cfg, model, checkpoint=ckpt, out_dir=out)
     if protocol == "fewshot":
         return P.fewshot(cfg, model, checkpoint=ckpt, out_dir=out)
+    if protocol == "retrieval":
+        return P.retrieval(cfg, model, checkpoint=ckpt, out_dir=out)
     return P.supervised(cfg, model, checkpoint=ckpt, out_dir=out)
 
 
