@@ -1,7 +1,8 @@
 """The model behind an index: which weights and adapters embed the videos, and the identity that proves it.
 
-This module is the index's only seam to the rest of msta's model loading (today ``msta.eval.loading``); the
-builder, the search and the web page see an ``IndexModel`` only.
+This module is the index's only seam to the rest of msta's model loading (``msta.load`` and its ``VideoModel``:
+device, precision, views as the evaluators take them); the builder, the search and the web page see an
+``IndexModel`` only.
 
 The identity of an index is what its embeddings depend on: the open_clip model name, the weights (a tag, or the
 sha256 of a local file), the adapters (the sha256 of their tensors, or ``"none"`` for frozen CLIP), the frames
@@ -14,26 +15,19 @@ import functools
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["IndexModel", "load_index_model", "adapters_sha256", "pick_device", "IDENTITY_KEYS"]
+__all__ = ["IndexModel", "load_index_model", "adapters_sha256", "IDENTITY_KEYS"]
 
 _logger = logging.getLogger(__name__)
 
 # what the embeddings depend on; compared key by key when an index is reopened
 IDENTITY_KEYS = ("model", "weights", "adapters", "num_frames", "input_size", "clips", "crops", "sampling", "stride")
-
-
-def pick_device(device: Optional[str] = None) -> torch.device:
-    """``device`` if given, else the first CUDA GPU when one is visible, else the CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def adapters_sha256(state_dict: dict[str, Tensor]) -> str:
@@ -65,34 +59,51 @@ def _weights_identity(pretrained: str) -> str:
 
 @dataclass
 class IndexModel:
-    """A ``VideoCLIP`` in eval mode with the settings and identity an index needs.
+    """An ``msta.api.VideoModel`` with the identity an index needs.
 
     Attributes:
-        model: the video-text model (on ``device``).
-        cfg: the resolved ``ExperimentCfg`` (model, data sampling, eval views, text prompts).
+        video_model: the loaded model (``msta.load``): device, autocast precision, config, classes.
         ckpt_path: the adapters file as given (absolute), or None for frozen CLIP.
         identity: ``IDENTITY_KEYS`` -> value (see the module docstring).
-        class_names, templates: the checkpoint's own classes and templates (empty without a checkpoint).
-        device: where the model runs.
     """
 
-    model: torch.nn.Module
-    cfg: object
+    video_model: object
     ckpt_path: Optional[str]
     identity: dict
-    class_names: list[str] = field(default_factory=list)
-    templates: list[str] = field(default_factory=list)
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
-    def image_size(self) -> int:
-        size = self.model.image_size
-        return size if isinstance(size, int) else int(size[0])
+    def model(self) -> torch.nn.Module:
+        """The ``VideoCLIP`` (eval mode, on ``device``)."""
+        return self.video_model.model
+
+    @property
+    def cfg(self):
+        """The resolved ``ExperimentCfg`` (model, data sampling, eval views, text prompts)."""
+        return self.video_model.cfg
+
+    @property
+    def device(self) -> torch.device:
+        return self.video_model.device
+
+    @property
+    def class_names(self) -> list[str]:
+        """The checkpoint's readable class names (empty without a checkpoint or for a caption run)."""
+        return list(self.video_model.classes)
+
+    @property
+    def templates(self) -> list[str]:
+        """The checkpoint's prompt templates (``["a video of {}."]`` without one)."""
+        return list(self.video_model.templates)
 
     @property
     def num_views(self) -> int:
         views = self.cfg.eval.views
         return views.clips * views.crops
+
+    def _autocast(self):
+        from msta.devices import autocast
+
+        return autocast(self.device, self.video_model.dtype)
 
     def read_views(self, path: str | os.PathLike) -> Tensor:
         """Decodes the test views of one video as the evaluators do.
@@ -103,11 +114,7 @@ class IndexModel:
         Raises:
             msta.data.decoding.VideoDecodeError: missing, empty, too short or undecodable.
         """
-        from msta.eval.predict import read_views
-
-        return read_views(path, num_frames=self.cfg.model.num_frames, image_size=self.image_size,
-                          mean=self.model.image_mean, std=self.model.image_std, data=self.cfg.data,
-                          views=self.cfg.eval.views)
+        return self.video_model.views(Path(path))
 
     @torch.no_grad()
     def embed_views(self, videos: Sequence[Tensor]) -> Tensor:
@@ -121,20 +128,22 @@ class IndexModel:
         """
         batch = torch.stack(list(videos)).to(self.device, torch.float32)       # (B, V, T, C, H, W)
         b, v = batch.shape[:2]
-        return self.model.encode_video(batch.flatten(0, 1)).float().view(b, v, -1).cpu()
+        with self._autocast():
+            emb = self.model.encode_video(batch.flatten(0, 1))
+        return torch.nn.functional.normalize(emb.float(), dim=-1).view(b, v, -1).cpu()
 
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str]) -> Tensor:
         """(N,) raw texts (no template) -> (N, E) float32 L2-normalised embeddings on the CPU."""
-        ids = self.model.tokenize(list(texts)).to(self.device)
-        return self.model.encode_text(ids).float().cpu()
+        return self.video_model.encode_text(list(texts))
 
     @torch.no_grad()
     def embed_classes(self, names: Sequence[str], templates: Sequence[str]) -> Tensor:
         """(C,) readable class names -> (C, E) template-ensembled class embeddings (float32, CPU)."""
         from msta.eval.evaluator import ClassBank
 
-        return ClassBank(self.model)(list(names), list(templates)).float().cpu()
+        with self._autocast():
+            return ClassBank(self.model)(list(names), list(templates)).float().cpu()
 
     @torch.no_grad()
     def logit_scale(self) -> float:
@@ -145,43 +154,49 @@ class IndexModel:
 
 def load_index_model(ckpt: Optional[str] = None, cfg: Optional[str] = None, opts: Optional[list[str]] = None, *,
                      config_dict: Optional[dict] = None, device: Optional[str] = None) -> IndexModel:
-    """Builds the model an index is made with.
+    """Loads the model an index is made with (``msta.load``), and its identity.
 
     Args:
-        ckpt: adapters file (its embedded config is the config unless ``cfg`` is given), or None.
+        ckpt: adapters (a folder, ``run/best``, an old ``.pt``); its embedded config is the config unless ``cfg``
+            is given; None: frozen CLIP (ViT-B/16 with OpenAI weights unless ``cfg`` or ``config_dict`` names one).
         cfg: experiment YAML, or None.
         opts: dotted overrides.
-        config_dict: a resolved config as an index stores it (used when neither ``cfg`` nor ``ckpt`` names one).
-        device: e.g. "cuda:0" (default: a GPU when present, else the CPU).
+        config_dict: a resolved config as an index stores it (replaces ``cfg``; used to rebuild an index's model).
+        device: "auto"/None (a GPU when present), "cpu", "cuda", "cuda:N".
 
     Raises:
-        ConfigError, FileNotFoundError, ValueError: a bad config, missing file or mismatching adapters (the
-            CLI turns these into one message and exit code 2).
+        msta.errors.UserError: a bad config, a missing or unreadable adapters file, an unknown device.
     """
-    from msta.config import ExperimentCfg, ModelCfg, apply_overrides, config_from_dict
-    from msta.eval.loading import build_eval_model, read_checkpoint, resolve_config
+    from msta.api import VideoModel, load
+    from msta.config import apply_overrides, config_from_dict
+    from msta.devices import select_device
+    from msta.eval.loading import build_eval_model, read_checkpoint
 
-    loaded = read_checkpoint(ckpt) if ckpt else None
-    if cfg or (loaded is not None and config_dict is None):
-        exp = resolve_config(cfg, loaded, opts)
-    elif config_dict is not None:
-        exp = config_from_dict(apply_overrides(config_dict, opts or []))
-    else:  # as predict.py: frozen CLIP ViT-B/16 with OpenAI weights
-        exp = ExperimentCfg(model=ModelCfg(name="ViT-B-16", pretrained="openai"))
-    dev = pick_device(device)
+    dev = select_device(device)
+    with torch.random.fork_rng(devices=[]):
+        # random init (tests, tiny models): seeded, so that a query-time rebuild makes the same weights; they are
+        # identified by their hash below, so a rebuild that differs (another torch) is refused
+        torch.manual_seed(0)
+        if config_dict is not None:
+            loaded = read_checkpoint(ckpt) if ckpt else None
+            exp = config_from_dict(apply_overrides(config_dict, opts or []))
+            vm = VideoModel(build_eval_model(exp.model, loaded, device=dev), exp, loaded, device=dev)
+        elif ckpt:
+            vm = load(ckpt, cfg=cfg, opts=opts or [], device=dev)
+        elif cfg:   # the config's model, frozen (no adapters)
+            from msta.config import load_config
+
+            exp = load_config(cfg, opts)
+            vm = VideoModel(build_eval_model(exp.model, None, device=dev), exp, None, device=dev)
+        else:   # as predict.py: frozen CLIP ViT-B/16 with OpenAI weights
+            vm = load("ViT-B-16", pretrained="openai", opts=opts or [], device=dev)
+    exp, loaded = vm.cfg, vm.checkpoint
     if exp.model.pretrained:
-        model = build_eval_model(exp.model, loaded, device=dev)
         weights = _weights_identity(exp.model.pretrained)
     else:
-        # random init (tests, tiny models): seeded, so that a query-time rebuild makes the same weights, and
-        # identified by the weights themselves, so that a rebuild that does not (another torch) is refused
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = build_eval_model(exp.model, loaded)
-        frozen = {k: p for k, p in model.named_parameters() if not p.requires_grad}   # CLIP's own, not adapters
+        frozen = {k: p for k, p in vm.model.named_parameters() if not p.requires_grad}   # CLIP's own, not adapters
         weights = "random-init:sha256:" + adapters_sha256(frozen)
-        model.to(dev)
-    size = model.image_size if isinstance(model.image_size, int) else int(model.image_size[0])
+    size = vm.model.image_size if isinstance(vm.model.image_size, int) else int(vm.model.image_size[0])
     views = exp.eval.views
     identity = {
         "model": exp.model.name, "weights": weights,
@@ -191,5 +206,4 @@ def load_index_model(ckpt: Optional[str] = None, cfg: Optional[str] = None, opts
     }
     path = str(Path(ckpt).resolve()) if ckpt else None
     _logger.debug("index model: %s on %s", identity, dev)
-    return IndexModel(model, exp, path, identity, list(loaded.class_names) if loaded else [],
-                      list(loaded.templates) if loaded else [], dev)
+    return IndexModel(vm, path, identity)
