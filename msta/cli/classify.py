@@ -1,9 +1,9 @@
 """Label every video of an index with the most probable of your class names (or the checkpoint's classes).
 
 Examples:
-    msta-classify ~/videos.msta-index --labels "juggling,knitting,skiing"
-    msta-classify ~/videos.msta-index --topk 3 --format json       # the classes the checkpoint was trained on
-    msta-classify ~/videos.msta-index --dataset hmdb51              # the classes of prompts/hmdb51.yaml
+    msta classify ~/videos.msta-index --labels "juggling,knitting,skiing"
+    msta classify ~/videos.msta-index --topk 3 --format json       # the classes the checkpoint was trained on
+    msta classify ~/videos.msta-index --dataset hmdb51              # the classes of prompts/hmdb51.yaml
 
 Probabilities are softmax scores over the given classes averaged over the index's views, as the evaluators
 compute them; templates come from the checkpoint (else "a video of {}.").
@@ -21,7 +21,7 @@ from msta.errors import UsageError
 
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(__doc__, opts=False)
-    p.add_argument("index", metavar="INDEX", help="index file (msta-index DIR --out INDEX)")
+    p.add_argument("index", metavar="INDEX", help="index file (msta index DIR --out INDEX)")
     names = p.add_mutually_exclusive_group()
     names.add_argument("--labels", help='comma-separated class names, e.g. "juggling,knitting,skiing"')
     names.add_argument("--dataset", help="the classes of prompts/<NAME>.yaml (the index config's text.prompts_dir)")

@@ -1,10 +1,9 @@
-"""Index a folder of your own videos for text search and classification (msta-search, msta-classify).
+"""Index a folder of your own videos for text search and classification (msta search, msta classify).
 
 Examples:
-    msta-index ~/videos --ckpt runs/fewshot_hmdb/best --out ~/videos.msta-index
-    msta-index ~/videos --out ~/videos.msta-index                  # frozen CLIP ViT-B/16 (OpenAI weights)
-    msta-index ~/videos --cfg my.yaml --ckpt run/best --out idx --opts eval.views.clips=2
-    (python scripts/index.py ... runs the same from a checkout)
+    msta index ~/videos --ckpt runs/fewshot_hmdb/best --out ~/videos.msta-index
+    msta index ~/videos --out ~/videos.msta-index                  # frozen CLIP ViT-B/16 (OpenAI weights)
+    msta index ~/videos --cfg my.yaml --ckpt run/best --out idx --opts eval.views.clips=2
 
 Every video under the folder (recursively) is embedded once, with the test views of the config (eval.views) and on
 a GPU when one is present. Running it again embeds only new or changed videos and drops deleted ones; an index built

@@ -1,11 +1,11 @@
 """Search an index of your own videos with a sentence: the videos ranked by similarity to it.
 
 Examples:
-    msta-search ~/videos.msta-index "a dog catching a frisbee" --topk 10
-    msta-search ~/videos.msta-index "someone juggling" --format json
-    msta-search idx "juggling" --ckpt moved/best        # the index's adapters file was moved
+    msta search ~/videos.msta-index "a dog catching a frisbee" --topk 10
+    msta search ~/videos.msta-index "someone juggling" --format json
+    msta search idx "juggling" --ckpt moved/best        # the index's adapters file was moved
 
-The model is rebuilt from the checkpoint and config the index records (msta-index); --ckpt points at the same
+The model is rebuilt from the checkpoint and config the index records (msta index); --ckpt points at the same
 adapters where they moved (a different model is refused).
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from msta.errors import UsageError
 
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(__doc__, opts=False)
-    p.add_argument("index", metavar="INDEX", help="index file (msta-index DIR --out INDEX)")
+    p.add_argument("index", metavar="INDEX", help="index file (msta index DIR --out INDEX)")
     p.add_argument("query", metavar="TEXT", help="what to look for, in words")
     p.add_argument("--topk", type=int, default=10, help="results to show (default 10)")
     p.add_argument("--format", choices=("table", "json"), default="table")
