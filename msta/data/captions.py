@@ -1,8 +1,10 @@
 """Caption lists for video-text training (loss.kind infonce): read, written, grouped by video, held out by video.
 
-Format: one `relative/path.ext<TAB>caption` line per (video, caption) pair, paths relative to the data root; blank
-lines and `#` comments are skipped. A video with several captions (MSR-VTT has 20) appears on several lines. The
-separator is a TAB, not spaces, because both paths and captions contain spaces.
+Format: one `relative/path.ext<TAB>caption` line per (video, caption) pair, paths relative to the data root. Every
+line with a TAB is a pair, whatever it starts with (video names may start with `#`); a line without a TAB that
+starts with `#` is a comment, and comments and blank lines are counted and logged. A video with several captions
+(MSR-VTT has 20) appears on several lines. The separator is a TAB, not spaces, because both paths and captions
+contain spaces.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .annotations import AnnotationError, VideoItem
+from .annotations import AnnotationError, SkippedLines, VideoItem
 from .splits import hold_out
 
 __all__ = ["CaptionItem", "CaptionedVideo", "read_caption_list", "write_caption_list", "group_by_video",
@@ -56,7 +58,10 @@ def _parse(line: str, where: str) -> CaptionItem:
 
 
 def read_caption_list(path: str | os.PathLike) -> list[CaptionItem]:
-    """Reads `relative/path.ext<TAB>caption` lines, in file order (blank lines and `#` comments are skipped).
+    """Reads `relative/path.ext<TAB>caption` lines, in file order.
+
+    A line with a TAB is always a pair (a video name may start with `#`); a line without one that starts with `#`
+    is a comment, counted and logged; blank lines are skipped. A UTF-8 byte order mark is dropped.
 
     Raises:
         FileNotFoundError: no such file.
@@ -65,12 +70,17 @@ def read_caption_list(path: str | os.PathLike) -> list[CaptionItem]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"caption list not found: {path}")
-    items = []
-    with open(path, encoding="utf-8") as f:
+    items, comments = [], SkippedLines(path, "caption pairs")
+    with open(path, encoding="utf-8-sig") as f:
         for n, line in enumerate(f, 1):
             line = line.rstrip("\r\n")
-            if line.strip() and not line.lstrip().startswith("#"):
-                items.append(_parse(line, f"{path}:{n}"))
+            if not line.strip():
+                continue
+            if "\t" not in line and line.lstrip().startswith("#"):
+                comments.add(n)
+                continue
+            items.append(_parse(line, f"{path}:{n}"))
+    comments.log(len(items))
     if not items:
         raise AnnotationError(f"{path}: no {_FORMAT} lines (only blank lines or comments)")
     return items

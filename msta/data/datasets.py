@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config import ConfigError, DataCfg, ViewsCfg
-from .annotations import VideoItem, read_video_list
+from .annotations import VideoItem, check_labels, read_class_table, read_video_list
 from .bad_videos import BadVideoTracker
 from .captions import CaptionedVideo, group_by_video, hold_out_videos, read_caption_list
 from .decoding import VideoDecodeError, open_video
@@ -29,7 +29,8 @@ from .sampling import sample_indices, sample_views
 from .splits import few_shot, hold_out
 from .transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, EvalTransform, TrainTransform
 
-__all__ = ["sample_seed", "VideoDataset", "CaptionDataset", "DataSplits", "build_video_dataset", "build_datasets"]
+__all__ = ["sample_seed", "VideoDataset", "CaptionDataset", "DataSplits", "build_video_dataset", "build_datasets",
+           "check_root"]
 
 _logger = logging.getLogger(__name__)
 
@@ -198,6 +199,52 @@ def build_video_dataset(items: Sequence[VideoItem] | Sequence[CaptionedVideo], c
                         max_bad_fraction=cfg.max_bad_fraction)
 
 
+def check_root(root: str | os.PathLike, paths: Sequence[str], list_path: str | os.PathLike,
+               max_bad_fraction: float = 0.0) -> int:
+    """Checks that the listed videos exist under `root` (one stat per distinct video) before any decoding.
+
+    A mistyped `data.root` otherwise reads as "1 of 12 videos are bad" only after the first bad-video report.
+
+    Args:
+        root: the data root. paths: the list's video paths, relative to `root`. list_path: the list, for messages.
+        max_bad_fraction: the share of bad videos the run tolerates (`data.max_bad_fraction`).
+
+    Returns:
+        The number of distinct listed videos that are missing (the bad-video accounting deals with them).
+
+    Raises:
+        ConfigError: every video is missing, or more than half of them and more than `max_bad_fraction`: the
+            message says that data.root is probably wrong and names it and the first missing path.
+    """
+    root = Path(root)
+    distinct = list(dict.fromkeys(paths))
+    missing = [p for p in distinct if not os.path.exists(root / p)]
+    if not missing:
+        return 0
+    share = len(missing) / len(distinct)
+    what = (f"{len(missing)} of the {len(distinct)} videos listed in {list_path} do not exist under "
+            f"data.root={root} (first: {root / missing[0]})")
+    if not root.is_dir():
+        raise ConfigError(f"data.root={root} is not a folder, so none of the videos of {list_path} can be found "
+                          f"(first: {root / missing[0]}); set data.root to the folder the list's paths are relative "
+                          "to")
+    if len(missing) == len(distinct) or (share > 0.5 and share > max_bad_fraction):
+        raise ConfigError(f"{what}; data.root is probably wrong: it must be the folder the list's paths are "
+                          f"relative to (the list has e.g. {distinct[0]!r})")
+    _logger.warning("%s; they will be counted as bad videos", what)
+    return len(missing)
+
+
+def _read_labelled(path: str, cfg: DataCfg, num_classes: Optional[int]) -> list[VideoItem]:
+    """A label list, checked against the class table and against data.root before any decoding."""
+    items = read_video_list(path)
+    if num_classes is not None:
+        check_labels(items, num_classes, path, cfg.class_table)
+    if items:
+        check_root(cfg.root, [it.path for it in items], path, cfg.max_bad_fraction)
+    return items
+
+
 def build_datasets(cfg: DataCfg, *, image_size: Optional[int] = None, num_frames: int = 8,
                    mean: Sequence[float] = OPENAI_CLIP_MEAN, std: Sequence[float] = OPENAI_CLIP_STD,
                    captions: bool = False) -> DataSplits:
@@ -211,13 +258,18 @@ def build_datasets(cfg: DataCfg, *, image_size: Optional[int] = None, num_frames
       hold-out of the training videos (for few-shot, of the videos not drawn as shots, so the K shots stay intact).
       One centre view per video. With `select_on == "test"` and no val list, val is None (select on test).
     - test: `cfg.test_list` with `cfg.views` views.
+
+    Every list is checked before anything is decoded: with `cfg.class_table` set, every label must be a class id
+    of the table (`AnnotationError` naming the list, line and value), and the listed videos must mostly exist
+    under `cfg.root` (`ConfigError` naming data.root and the first missing path, see `check_root`).
     """
     if captions:
         return _caption_splits(cfg, num_frames=num_frames, image_size=image_size, mean=mean, std=std)
     train = val = test = None
-    val_items = read_video_list(cfg.val_list) if cfg.val_list else None
+    num_classes = len(read_class_table(cfg.class_table)) if cfg.class_table else None
+    val_items = _read_labelled(cfg.val_list, cfg, num_classes) if cfg.val_list else None
     if cfg.train_list:
-        items = read_video_list(cfg.train_list)
+        items = _read_labelled(cfg.train_list, cfg, num_classes)
         if cfg.shots > 0:
             shots = few_shot(items, cfg.shots, cfg.seed)
             rest = sorted(set(items) - set(shots), key=lambda it: it.path)
@@ -234,8 +286,8 @@ def build_datasets(cfg: DataCfg, *, image_size: Optional[int] = None, num_frames
         val = build_video_dataset(val_items, cfg, train=False, num_frames=num_frames, image_size=image_size,
                                   mean=mean, std=std, views=ViewsCfg(clips=1, crops=1))
     if cfg.test_list:
-        test = build_video_dataset(read_video_list(cfg.test_list), cfg, train=False, num_frames=num_frames,
-                                   image_size=image_size, mean=mean, std=std)
+        test = build_video_dataset(_read_labelled(cfg.test_list, cfg, num_classes), cfg, train=False,
+                                   num_frames=num_frames, image_size=image_size, mean=mean, std=std)
     return DataSplits(train, val, test)
 
 
@@ -254,9 +306,9 @@ def _caption_splits(cfg: DataCfg, **build) -> DataSplits:
         raise ConfigError(f"data.shots={cfg.shots} draws K videos per class, and caption lists have no classes; set "
                           "data.shots=0 for loss.kind=infonce")
     train = val = test = None
-    val_items = read_caption_list(cfg.val_list) if cfg.val_list else None
+    val_items = _read_captioned(cfg.val_list, cfg) if cfg.val_list else None
     if cfg.train_list:
-        items = read_caption_list(cfg.train_list)
+        items = _read_captioned(cfg.train_list, cfg)
         if val_items is None and cfg.select_on == "val" and cfg.val_fraction > 0:
             items, val_items = hold_out_videos(items, cfg.val_fraction, cfg.seed)
         train = build_video_dataset([CaptionedVideo(it.path, (it.caption,)) for it in items], cfg, train=True,
@@ -266,6 +318,13 @@ def _caption_splits(cfg: DataCfg, **build) -> DataSplits:
         val = build_video_dataset(group_by_video(val_items), cfg, train=False, views=ViewsCfg(clips=1, crops=1),
                                   dataset_cls=CaptionDataset, **build)
     if cfg.test_list:
-        test = build_video_dataset(group_by_video(read_caption_list(cfg.test_list)), cfg, train=False,
+        test = build_video_dataset(group_by_video(_read_captioned(cfg.test_list, cfg)), cfg, train=False,
                                    dataset_cls=CaptionDataset, **build)
     return DataSplits(train, val, test)
+
+
+def _read_captioned(path: str, cfg: DataCfg) -> list:
+    """A caption list, checked against data.root before any decoding."""
+    items = read_caption_list(path)
+    check_root(cfg.root, [it.path for it in items], path, cfg.max_bad_fraction)
+    return items

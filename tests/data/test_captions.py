@@ -71,3 +71,15 @@ def test_hold_out_keeps_every_caption_of_a_video_on_one_side():
     assert hold_out_videos(list(reversed(items)), 0.25, seed=4)[1][0].path in held_videos  # order-free draw
     assert {it.path for it in hold_out_videos(items, 0.25, seed=5)[1]} != held_videos
     assert hold_out_videos(items, 0.0, seed=4) == (items, [])
+
+
+def test_caption_lines_of_hash_videos_are_read_and_comments_counted(tmp_path, caplog):
+    """Issue 13 item 2: a line with a TAB is a pair even when the video name starts with `#` (HMDB51 has such)."""
+    p = tmp_path / "c.txt"
+    p.write_bytes("\ufeff# captions, written by hand\n#20_Rhythm_clap_u_nm_np1_fr_goo_0.avi\t# people clap\n"
+                  "a (1) & b's.avi\tsomeone claps\n".encode("utf-8"))
+    with caplog.at_level("WARNING"):
+        items = read_caption_list(p)
+    assert items == [CaptionItem("#20_Rhythm_clap_u_nm_np1_fr_goo_0.avi", "# people clap"),
+                     CaptionItem("a (1) & b's.avi", "someone claps")]
+    assert "2 caption pairs read; 1 comment line(s) skipped (lines 1" in caplog.text

@@ -3,7 +3,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from msta.config import ConfigError, DataCfg, ViewsCfg
-from msta.data.annotations import VideoItem, write_video_list
+from msta.data.annotations import AnnotationError, VideoItem, write_video_list
 from msta.data.bad_videos import TooManyBadVideos
 from msta.data.captions import CaptionedVideo, CaptionItem, write_caption_list
 from msta.data.datasets import CaptionDataset, VideoDataset, build_datasets
@@ -160,3 +160,66 @@ def test_build_caption_datasets_hold_out_whole_videos(root, tmp_path):
     assert splits.test[1]["video"].shape == (2, 4, 3, 32, 32)
     with pytest.raises(ConfigError, match="data.shots=2 .* set data.shots=0 for loss.kind=infonce"):
         build_datasets(DataCfg(root=str(root), train_list=str(tmp_path / "train.txt"), shots=2), captions=True)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# lists checked when the datasets are built (issue 13 items 5 and 6)
+
+
+def _table(path, n):
+    path.write_text("id,name\n" + "".join(f"{i},class_{i}\n" for i in range(n)))
+    return str(path)
+
+
+def test_a_label_outside_the_class_table_fails_at_build_naming_file_line_and_value(root, tmp_path):
+    """Was `IndexError: Target 9 is out of bounds` after step 1 (train), and a silent miss (selection split)."""
+    (tmp_path / "train.txt").write_text("good0.mp4 0\ngood1.mp4 1\ngood2.mp4 9\n")
+    (tmp_path / "val.txt").write_text("good3.mp4 1\ngood4.mp4 4\n")
+    (tmp_path / "ok.txt").write_text("good3.mp4 1\n")
+    table = _table(tmp_path / "classes.csv", 4)
+    cfg = DataCfg(root=str(root), class_table=table, train_list=str(tmp_path / "train.txt"),
+                  val_list=str(tmp_path / "ok.txt"))
+    with pytest.raises(AnnotationError, match=r"train.txt:3: label 9 of 'good2.mp4' is not a class of the class "
+                                              r"table .*classes.csv \(4 classes, ids 0..3\)"):
+        build_datasets(cfg, image_size=32, num_frames=4)
+    cfg = DataCfg(root=str(root), class_table=table, train_list=str(tmp_path / "ok.txt"),
+                  val_list=str(tmp_path / "val.txt"))
+    with pytest.raises(AnnotationError, match=r"val.txt:2: label 4 of 'good4.mp4'"):
+        build_datasets(cfg, image_size=32, num_frames=4)
+    cfg = DataCfg(root=str(root), class_table=table, train_list=str(tmp_path / "ok.txt"), select_on="test",
+                  test_list=str(tmp_path / "val.txt"))
+    with pytest.raises(AnnotationError, match=r"val.txt:2: label 4"):
+        build_datasets(cfg, image_size=32, num_frames=4)
+
+
+def test_a_wrong_data_root_is_named_at_build(root, tmp_path):
+    """Was reported as "1 of 12 videos are bad" once decoding had started."""
+    write_video_list(tmp_path / "train.txt", [VideoItem(f"good{k}.mp4", 0) for k in range(5)])
+    typo = root.parent / (root.name + "_typo")
+    cfg = DataCfg(root=str(typo), train_list=str(tmp_path / "train.txt"), select_on="test")
+    with pytest.raises(ConfigError, match=rf"data.root={typo} is not a folder.*first: {typo}/good0.mp4"):
+        build_datasets(cfg, image_size=32, num_frames=4)
+    other = tmp_path / "videos"  # a folder that exists, but not the one the list's paths are relative to
+    other.mkdir()
+    (other / "good0.mp4").write_bytes((root / "good0.mp4").read_bytes())
+    cfg = DataCfg(root=str(other), train_list=str(tmp_path / "train.txt"), select_on="test")
+    with pytest.raises(ConfigError, match=rf"4 of the 5 videos listed in .*train.txt do not exist under "
+                                          rf"data.root={other} \(first: {other}/good1.mp4\); data.root is probably "
+                                          "wrong"):
+        build_datasets(cfg, image_size=32, num_frames=4)
+
+
+def test_a_few_missing_videos_are_left_to_the_bad_video_accounting(root, tmp_path, caplog):
+    write_video_list(tmp_path / "train.txt", [VideoItem(f"good{k}.mp4", 0) for k in range(5)]
+                     + [VideoItem("missing.mp4", 0)])
+    cfg = DataCfg(root=str(root), train_list=str(tmp_path / "train.txt"), select_on="test", max_bad_fraction=0.5)
+    with caplog.at_level("WARNING"):
+        splits = build_datasets(cfg, image_size=32, num_frames=4)
+    assert len(splits.train) == 6 and f"1 of the 6 videos listed in {tmp_path / 'train.txt'}" in caplog.text
+
+
+def test_caption_lists_are_checked_against_data_root_too(root, tmp_path):
+    write_caption_list(tmp_path / "train.txt", [CaptionItem(f"good{k}.mp4", "a video") for k in range(3)])
+    cfg = DataCfg(root=str(tmp_path), train_list=str(tmp_path / "train.txt"), select_on="test")
+    with pytest.raises(ConfigError, match=r"3 of the 3 videos .* data.root is probably wrong"):
+        build_datasets(cfg, image_size=32, num_frames=4, captions=True)
