@@ -65,9 +65,17 @@ def rank(query: Tensor, embeddings: Tensor, topk: int) -> tuple[Tensor, Tensor]:
     q = query[None] if query.ndim == 1 else query
     sims = q.float() @ embeddings.float().t()                                        # (Q, N)
     k = min(topk, embeddings.shape[0])
-    # stable: sort by score, ties by index (topk's tie order is unspecified)
-    order = torch.sort(sims, dim=1, descending=True, stable=True)
-    return order.values[:, :k], order.indices[:, :k]
+    if k == 0:
+        return sims[:, :0], torch.zeros(sims.shape[0], 0, dtype=torch.long)
+    kth = sims.topk(k, dim=1).values[:, -1]                                         # (Q,) the k-th best score
+    scores, indices = [], []
+    for row, bound in zip(sims, kth):
+        # topk's order among equal scores is unspecified: sort the (few) candidates stably, ties by row index
+        cand = (row >= bound).nonzero().flatten()
+        order = torch.sort(row[cand], descending=True, stable=True).indices[:k]
+        scores.append(row[cand[order]])
+        indices.append(cand[order])
+    return torch.stack(scores), torch.stack(indices)
 
 
 class VideoIndex:

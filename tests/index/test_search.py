@@ -42,6 +42,9 @@ def test_rank_is_a_stable_top_k():
     scores, idx = rank(torch.tensor([1.0, 0]), emb, topk=3)
     assert idx.tolist() == [[0, 2, 3]]                       # the tie (rows 0 and 2) keeps the lower row first
     assert scores[0].tolist() == pytest.approx([1, 1, 2 ** -0.5])
+    tied = torch.tensor([[1.0, 0]] * 6)
+    for k in (1, 2, 5):                                      # ties across the k-th place: still the lowest rows
+        assert rank(torch.tensor([1.0, 0]), tied, topk=k)[1].tolist() == [list(range(k))]
     g = torch.Generator().manual_seed(0)
     many, qs = F.normalize(torch.randn(1000, 16, generator=g), dim=-1), F.normalize(torch.randn(4, 16, generator=g), dim=-1)
     s, i = rank(qs, many, topk=1000 + 5)
