@@ -138,7 +138,7 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise PromptError(f"prompts file not found: {path}")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SafeLoader)
+        data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_SafeLoader)
     except yaml.YAMLError as e:
         raise PromptError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -350,7 +350,7 @@ def load_prompts(prompts_dir: str | Path, dataset: str, raw_labels: Sequence[str
         classes = {}
     else:
         raise PromptError(f"prompts file not found: {path}; write it (format: docs or prompts/hmdb51.yaml), import "
-                          "published descriptions with msta.text.importer, or generate them with "
+                          "published descriptions with scripts/import_descriptions.py, or generate them with "
                           "scripts/generate_descriptions.py")
 
     names, spatial, temporal, problems, fallbacks = [], [], [], [], []

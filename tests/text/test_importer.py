@@ -58,7 +58,8 @@ def test_joined_sentences_are_split(tmp_path, published, caplog):
 @pytest.mark.parametrize("data, match", [
     ({"0": ["a", "b"], "1": ["a", "b"]}, r"missing \['2'\]"),
     ({"0": ["a", "b"], "1": ["a", "b"], "2": ["a", "b"], "3": ["a", "b"]}, r"unexpected \['3'\]"),
-    ({"0": ["a", "b"], "1": ["a"], "2": [1, "b"]}, r"\"1\": 1 strings, expected 2"),
+    ({"0": ["a", "b"], "1": ["a"], "2": [1, "b"]}, r"\"1\": one string of 1 sentence\(s\), expected 2"),
+    ({"0": ["a", "b"], "1": ["a", "b", "c"], "2": ["a", "b"]}, r"\"1\": 3 strings, expected 2"),
     ([["a", "b"]], "expected an object"),
 ])
 def test_bad_description_files(tmp_path, data, match):
@@ -67,20 +68,3 @@ def test_bad_description_files(tmp_path, data, match):
     with pytest.raises(PromptError, match=match) as e:
         read_numbered_descriptions(path, 3, 2)
     assert "d.json" in str(e.value)
-
-
-@pytest.mark.parametrize("text, match", [
-    ("name,id\n0,a\n", "header"), ("id,name\n0,a\n2,b\n", "without gaps"), ("id,name\nx,a\n", "not an integer"),
-    ("id,name\n0,a\n1,a\n", "repeated"),
-])
-def test_bad_class_tables(tmp_path, text, match):
-    path = tmp_path / "t.csv"
-    path.write_text(text)
-    with pytest.raises(PromptError, match=match):
-        read_class_table(path)
-
-
-def test_class_table_order_by_id(tmp_path):
-    path = tmp_path / "t.csv"
-    path.write_text("id,name\n1,b b\n0,a\n")
-    assert read_class_table(path) == ["a", "b b"]
