@@ -36,8 +36,11 @@ from typing import Any, Optional
 
 import torch
 
+from msta.errors import UserError
+
 __all__ = [
     "ADAPTERS_FORMAT", "FORMAT_VERSION", "WEIGHTS_FILE", "CONFIG_FILE", "HUB_PREFIX", "AdaptersFileError",
+    "AdaptersNotFoundError",
     "adapter_payload", "save_adapters", "load_adapters", "resolve_adapters", "convert_legacy", "push_to_hub",
 ]
 
@@ -53,8 +56,12 @@ LEGACY_FILE = "adapters.pt"            # inside an old checkpoint step folder
 STEP_ADAPTERS = "adapters"             # inside a new checkpoint step folder
 
 
-class AdaptersFileError(ValueError):
+class AdaptersFileError(UserError, ValueError):
     """A file or folder that is not a valid adapters file (the message names it and says why)."""
+
+
+class AdaptersNotFoundError(UserError, FileNotFoundError):
+    """Nothing to read where the user pointed (the message says what was tried)."""
 
 
 def adapter_payload(*, state_dict: dict[str, torch.Tensor], config: dict, class_names: list[str],
@@ -174,11 +181,11 @@ def _hub_cache_snapshot(entry: Path) -> Path:
         rev = ref.read_text().strip()
         if (snapshots / rev).is_dir():
             return snapshots / rev
-        raise FileNotFoundError(f"{entry}: refs/main names snapshot {rev}, which is not in {snapshots}")
+        raise AdaptersNotFoundError(f"{entry}: refs/main names snapshot {rev}, which is not in {snapshots}")
     found = sorted(p for p in snapshots.iterdir() if p.is_dir()) if snapshots.is_dir() else []
     if len(found) == 1:
         return found[0]
-    raise FileNotFoundError(f"{entry} is a Hub cache entry without refs/main and with {len(found)} snapshots; "
+    raise AdaptersNotFoundError(f"{entry} is a Hub cache entry without refs/main and with {len(found)} snapshots; "
                             "give the snapshot folder itself")
 
 
@@ -204,7 +211,7 @@ def _from_hub(spec: str, cache_dir: Optional[str | Path] = None) -> Path:
     try:
         return Path(snapshot_download(**kwargs))
     except Exception as e:  # noqa: BLE001 - offline, unknown repo, auth: one message naming the id
-        raise FileNotFoundError(f"{spec}: not in the local Hub cache and could not be downloaded "
+        raise AdaptersNotFoundError(f"{spec}: not in the local Hub cache and could not be downloaded "
                                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); check the id, "
                                 "the network (HF_HUB_OFFLINE), or give a local adapters folder") from None
 
@@ -246,7 +253,7 @@ def resolve_adapters(spec: str | Path, *, cache_dir: Optional[str | Path] = None
         elif (path / WEIGHTS_FILE).is_file() or (path / CONFIG_FILE).is_file():
             missing = CONFIG_FILE if not (path / CONFIG_FILE).is_file() else WEIGHTS_FILE
             raise AdaptersFileError(f"{path} is not a valid adapters file: {missing} is missing")
-        raise FileNotFoundError(f"no adapters in {path} (expected {CONFIG_FILE} + {WEIGHTS_FILE}){hint}")
+        raise AdaptersNotFoundError(f"no adapters in {path} (expected {CONFIG_FILE} + {WEIGHTS_FILE}){hint}")
     tried = [path]
     if path.suffix == ".pt":   # `run/best.pt` written before adapters became folders: the folder `run/best`
         stem = path.with_suffix("")
@@ -265,7 +272,7 @@ def resolve_adapters(spec: str | Path, *, cache_dir: Optional[str | Path] = None
         if _is_adapters_folder(old):
             _logger.warning("%s is missing but %s (left by an interrupted write) is complete; using it", target, old)
             return old
-    raise FileNotFoundError(f"no adapters file at {path} (tried {', '.join(str(t) for t in tried)})")
+    raise AdaptersNotFoundError(f"no adapters file at {path} (tried {', '.join(str(t) for t in tried)})")
 
 
 # ----------------------------------------------------------------------------------------------------------------

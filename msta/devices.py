@@ -21,11 +21,21 @@ import torch.distributed as dist
 
 from msta.errors import UsageError
 
-__all__ = ["select_device", "autocast_dtype", "autocast", "eval_processes", "world"]
+__all__ = ["DEVICE_HELP", "add_device_argument", "select_device", "autocast_dtype", "autocast", "eval_processes",
+           "world"]
 
 _logger = logging.getLogger(__name__)
 
 _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+DEVICE_HELP = ("where to run: auto (default: CUDA when present, cuda:LOCAL_RANK under torchrun), cpu, cuda or cuda:N; "
+               "on a GPU under autocast in the config's train.precision, on the CPU in fp32")
+
+
+def add_device_argument(parser) -> None:
+    """``--device`` with the same meaning in every command that evaluates or predicts."""
+    parser.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
 
 
 def _local_rank() -> int:

@@ -11,7 +11,8 @@ Examples:
 
 --protocol defaults to the config's eval.protocol. Without --ckpt the frozen CLIP baseline (no adapters) is
 evaluated. --out is the output folder (default: next to the checkpoint, <run>/eval_<protocol>/); with several
-checkpoints each gets a sub-folder. It is checked before any work.
+checkpoints each gets a sub-folder. It is checked before any work. --device picks where to run (default: the GPU
+when there is one); under `torchrun --nproc_per_node N` the videos are shared out and one results.json is written.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from msta.cli.common import CliParser, check_out_dir, read_checkpoints, run_command, setup_cli_logging
+from msta.cli.common import CliParser, check_out_dir, main_rank, read_checkpoints, run_command, setup_cli_logging
+from msta.devices import add_device_argument, select_device
 from msta.errors import UsageError
 
 GATHER_OUT = "runs/eval/fewshot_gathered"
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the config's eval.protocol")
     p.add_argument("--out", help="output folder (default: <run>/eval_<protocol>, or runs/eval/<name>_<protocol>)")
     p.add_argument("--gather", nargs="+", metavar="RUN", help="only gather few-shot records (results.json or folders)")
+    add_device_argument(p)
     return p
 
 
@@ -61,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         return _gather(args)
     if not args.cfg:
         raise UsageError("--cfg is required (or --gather)")
+    select_device(args.device)   # a wrong --device fails before any work
     from msta.eval.loading import resolve_config
     from msta.eval.runner import default_out_dir, run_protocol
 
@@ -74,8 +78,11 @@ def _run(args: argparse.Namespace) -> int:
     else:
         for c in ckpts or [None]:
             check_out_dir(default_out_dir(protocol, c, cfg), what="the default output folder")
-    records = run_protocol(cfg, protocol, ckpts, args.out)
-    for r in records:
+    from msta.devices import eval_processes
+
+    with eval_processes(args.device) as device:   # under torchrun: each process scores its share, rank 0 writes
+        records = run_protocol(cfg, protocol, ckpts, args.out, device=device)
+    for r in records if main_rank() else []:
         shown = ", ".join(f"{k} {v:.2f}" for k, v in r.metrics.items() if v is not None)
         print(f"{r.protocol} {r.dataset} [{r.checkpoint or 'frozen CLIP'}; {r.num_frames} frames, "
               f"{r.views['clips']}x{r.views['crops']} views]: {shown}")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from msta.cli.common import CliParser, check_out_file, read_checkpoints, run_command, setup_cli_logging
+from msta.devices import add_device_argument, select_device
 from msta.errors import UsageError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=5, help="classes shown per video (default 5)")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON instead of text")
     p.add_argument("--out", metavar="FILE", help="also write the predictions as JSON to FILE")
+    add_device_argument(p)
     return p
 
 
@@ -152,6 +154,7 @@ def _run(args: argparse.Namespace) -> int:
     setup_cli_logging()
     if args.topk <= 0:
         raise UsageError(f"--topk must be >= 1, got {args.topk}")
+    select_device(args.device)   # a wrong --device fails before any work
     if args.out:
         check_out_file(args.out)
     from msta.cli.weights import ensure_pretrained_available
@@ -165,10 +168,14 @@ def _run(args: argparse.Namespace) -> int:
     from_config = (args.cfg or ckpt is not None) and not args.pretrained
     ensure_pretrained_available(cfg.model.name, cfg.model.pretrained,
                                 what="model.pretrained" if from_config else "--pretrained")
-    model = build_eval_model(cfg.model, ckpt)
+    from msta.devices import autocast, autocast_dtype
+
+    device = select_device(args.device)
+    model = build_eval_model(cfg.model, ckpt, device=device)
     failed, results = 0, []
+    precision = autocast(device, autocast_dtype(device, cfg.train.precision))   # fp32 on the CPU
     for pred in predict_files(model, videos, names, templates, topk=args.topk, data=cfg.data,
-                              views=cfg.eval.views, num_frames=cfg.model.num_frames):
+                              views=cfg.eval.views, num_frames=cfg.model.num_frames, precision=precision):
         results.append({"path": pred.path, "top": [{"label": n, "prob": round(p, 6)} for n, p in pred.top],
                         "error": pred.error})
         if not pred.ok:

@@ -16,7 +16,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from msta.cli.common import CliParser, check_out_dir, read_checkpoints, run_command, setup_cli_logging
+from msta.cli.common import CliParser, check_out_dir, main_rank, read_checkpoints, run_command, setup_cli_logging
+from msta.devices import add_device_argument, select_device
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "builds the model)")
     p.add_argument("--ckpt", metavar="PATH", help="adapters (run/best, a folder or file); omit for frozen CLIP")
     p.add_argument("--out", help="output folder (default: <run>/eval_zeroshot)")
+    add_device_argument(p)
     return p
 
 
@@ -34,6 +36,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def _run(args: argparse.Namespace) -> int:
     setup_cli_logging()
+    select_device(args.device)   # a wrong --device fails before any work
     from msta.eval.loading import resolve_config
     from msta.eval.runner import default_out_dir, run_zeroshot, zeroshot_targets
 
@@ -42,7 +45,11 @@ def _run(args: argparse.Namespace) -> int:
     zeroshot_targets(cfg)   # every target config exists and validates before the model is built
     check_out_dir(args.out or default_out_dir("zeroshot", ckpt, cfg),
                   what="--out" if args.out else "the default output folder")
-    for r in run_zeroshot(cfg, ckpt, args.out):
+    from msta.devices import eval_processes
+
+    with eval_processes(args.device) as device:   # under torchrun: each process scores its share, rank 0 writes
+        records = run_zeroshot(cfg, ckpt, args.out, device=device)
+    for r in records if main_rank() else []:
         m = r.metrics
         half = f"; half-class {m['half_top1_mean']:.2f} ± {m['half_top1_std']:.2f}" if "half_top1_mean" in m else ""
         print(f"{r.dataset}: top-1 {m['top1_mean']:.2f} ± {m['top1_std']:.2f} over {len(r.split_files)} splits{half} "

@@ -5,6 +5,7 @@ bad file never hides the results of the rest.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,7 @@ def read_views(path: str | Path, *, num_frames: int, image_size: int, mean: Sequ
 @torch.no_grad()
 def predict_files(model, paths: Sequence[str | Path], class_names: Sequence[str], templates: Sequence[str], *,
                   topk: int = 5, data: Optional[DataCfg] = None, views: Optional[ViewsCfg] = None,
-                  num_frames: Optional[int] = None) -> Iterator[Prediction]:
+                  num_frames: Optional[int] = None, precision=None) -> Iterator[Prediction]:
     """Predicts each file in turn.
 
     Args:
@@ -72,6 +73,7 @@ def predict_files(model, paths: Sequence[str | Path], class_names: Sequence[str]
         data: decoding and sampling settings (default ``DataCfg()``).
         views: test views (default one clip, one crop).
         num_frames: frames per clip (default the model's).
+        precision: a context the model runs under (``msta.devices.autocast``; default none: fp32).
 
     Yields:
         One ``Prediction`` per path, in order; probabilities are softmax scores averaged over the views.
@@ -81,8 +83,10 @@ def predict_files(model, paths: Sequence[str | Path], class_names: Sequence[str]
     data, views = data or DataCfg(), views or ViewsCfg()
     size = model.image_size if isinstance(model.image_size, int) else int(model.image_size[0])
     model.eval()
-    emb = ClassBank(model)(class_names, templates)
-    scale = logit_scale_of(model)
+    precision = precision or contextlib.nullcontext()
+    with precision:
+        emb = ClassBank(model)(class_names, templates)
+        scale = logit_scale_of(model)
     k = min(topk, len(class_names))
     for path in paths:
         try:
@@ -96,7 +100,8 @@ def predict_files(model, paths: Sequence[str | Path], class_names: Sequence[str]
             yield Prediction(str(path), error=f"cannot read {path}: {type(e).__name__}: {e}")
             continue
         device = next(model.parameters()).device                           # the caller placed the model
-        logits = scale * model.encode_video(video.to(device)).float() @ emb.t()   # (V, C)
+        with precision:
+            logits = scale * model.encode_video(video.to(device)).float() @ emb.t()   # (V, C)
         probs = aggregate_views(logits[None])[0] / video.shape[0]              # mean probability over views
         top = probs.topk(k)
         yield Prediction(str(path), [(class_names[i], float(p)) for p, i in zip(top.values, top.indices.tolist())])

@@ -82,33 +82,17 @@ def test_runner_places_the_model_on_the_chosen_device(tmp_path, monkeypatch):
     assert not (tmp_path / "out2").exists()
 
 
-_WORKER = '''
-import json, sys
-from msta.config import load_config
-from msta.devices import eval_processes, world
-from msta.eval.loading import read_checkpoint
-from msta.eval.runner import run_protocol
-
-cfg_path, ckpt, out, protocol = sys.argv[1:5]
-with eval_processes("cpu") as device:
-    rank, size = world()
-    records = run_protocol(load_config(cfg_path), protocol, [read_checkpoint(ckpt)], out, device=device)
-    print(json.dumps({"rank": rank, "size": size, "num_videos": records[0].num_videos}))
-'''
-
-
-def _run(nproc: int, tmp: Path, *args: str) -> list[dict]:
+def _run(nproc: int, tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    """The real command, ``msta.cli.eval``: plainly, or with ``nproc`` processes under torchrun (gloo)."""
     from msta.engine.distributed import free_port
     from tests.engine.helpers import env
 
-    script = tmp / "worker.py"
-    script.write_text(_WORKER)
     launch = ([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-               f"--master_port={free_port()}"] if nproc > 1 else [sys.executable])
-    done = subprocess.run([*launch, str(script), *args], env=env(tmp), capture_output=True, text=True, timeout=300,
-                          cwd=REPO)
+               f"--master_port={free_port()}", "-m"] if nproc > 1 else [sys.executable, "-m"])
+    done = subprocess.run([*launch, "msta.cli.eval", *args], env=env(tmp), capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return done
 
 
 @pytest.mark.slow
@@ -144,12 +128,26 @@ def test_sharded_evaluation_equals_one_process(tmp_path):
     cfg_file = tmp_path / "eval.yaml"
     cfg_file.write_text(yaml.safe_dump(raw))
 
-    one = _run(1, tmp_path, str(cfg_file), str(ckpt), str(tmp_path / "one"), "supervised")
-    two = _run(2, tmp_path, str(cfg_file), str(ckpt), str(tmp_path / "two"), "supervised")
-    assert [r["size"] for r in one] == [1] and sorted((r["rank"], r["size"]) for r in two) == [(0, 2), (1, 2)]
+    args = ["--cfg", str(cfg_file), "--ckpt", str(ckpt), "--protocol", "supervised", "--device", "cpu", "--out"]
+    one = _run(1, tmp_path, *args, str(tmp_path / "one"))
+    two = _run(2, tmp_path, *args, str(tmp_path / "two"))
+    assert "evaluation process 1 of 2" in two.stderr and "evaluation process" not in one.stderr
+    assert two.stdout.count("supervised synth") == 1 == one.stdout.count("supervised synth")   # rank 0 prints
     a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
     a.pop("created"), b.pop("created")
     assert a == b
     assert a["num_videos"] == 18 and a["num_bad_videos"] == 1
     assert (tmp_path / "one" / "results.md").read_text() == (tmp_path / "two" / "results.md").read_text()
-    assert all(r["num_videos"] == 18 for r in two)                    # every rank has the gathered scores
+
+
+def test_cli_device_cuda_without_cuda_is_exit_2(tmp_path, capsys):
+    from msta.cli import eval as eval_cli, predict as predict_cli
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"")
+    for main, argv in ((predict_cli.main, [str(video), "--model", "msta-tiny", "--pretrained", "", "--labels", "a,b",
+                                           "--device", "cuda"]),
+                       (eval_cli.main, ["--cfg", str(tmp_path / "none.yaml"), "--device", "cuda:0"])):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "CUDA is not available" in err and "Traceback" not in err, err
