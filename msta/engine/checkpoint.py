@@ -55,6 +55,9 @@ _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 class DiskFullError(UserError, OSError):
     """No space (or quota, or file-size limit) left while writing a file; the previous version is kept."""
 
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno 28]" prefix
+        return self.strerror or super().__str__()
+
 
 def is_disk_full(exc: Optional[BaseException], folder: Optional[Path] = None) -> bool:
     """Whether `exc` (or an exception it was raised from) means the disk, quota or file-size limit is exhausted.

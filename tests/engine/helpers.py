@@ -70,7 +70,7 @@ def env(tmp: Path) -> dict:
 
 
 def run_train(cfg: Path, tmp: Path, *extra: str, nproc: int = 1, launcher: str = "torchrun",
-              timeout: int = 180) -> subprocess.CompletedProcess:
+              timeout: int = 180, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs scripts/train.py as a subprocess: plainly (nproc 1) or with `nproc` processes under `launcher`
     ("torchrun", or "deepspeed", which passes --local_rank=N to the script)."""
     from msta.engine.distributed import free_port
@@ -85,4 +85,5 @@ def run_train(cfg: Path, tmp: Path, *extra: str, nproc: int = 1, launcher: str =
                "--master_port", str(free_port()), str(TRAIN), "--cfg", str(cfg), *extra]
     else:
         raise ValueError(f"unknown launcher {launcher!r}")
-    return subprocess.run(cmd, env=env(tmp), capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run(cmd, env={**env(tmp), **(extra_env or {})}, capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
