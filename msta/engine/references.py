@@ -78,7 +78,7 @@ def build_reference_bank(model, path: str | Path, sample: int, seed: int, chunk:
     Call before ``deepspeed.initialize``; the result lives on the model's device.
     """
     texts = read_reference_texts(path)
-    ids = model.tokenize(texts).to(model.clip.token_embedding.weight.device)
+    ids = model.tokenize(texts).to(model.text_device)
     teacher = torch.cat([model.encode_text_frozen(ids[i:i + chunk]).float() for i in range(0, len(ids), chunk)])
     _logger.info("reference distillation: %d reference texts from %s, %d per step", len(texts), path,
                  min(sample, len(texts)))

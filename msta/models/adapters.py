@@ -1,7 +1,8 @@
 """Adapter modules: MSTA (multi-modal spatio-temporal, CVPR 2025) and ST-Adapter (NeurIPS 2022).
 
-Pure ``nn.Module`` code on token tensors; nothing here knows open_clip or reads a config. Visual tokens arrive
-frame-wise as ``(B*T, 1 + N, D)`` (CLS first, then N patch tokens) and the temporal parts regroup them by clip.
+Pure ``nn.Module`` code on token tensors; nothing here knows a backbone or reads a config. Visual tokens arrive in
+the backbone's :class:`~msta.models.layout.TokenLayout` (frame-wise ``(B*T, 1 + N, D)`` for open_clip, joint
+``(B, 1 + N*T, D)`` for ViCLIP; CLS first) and the temporal parts read the patches as ``(B, T, N, C)`` through it.
 
 MSTA layer j (DESIGN §2): ``x_next = block(x) + lambda * A(ln_1(x))`` with ``A = up(shared(down(.)))``. The
 gradient-scale pair makes the forward contribution ``lambda * A`` while the adapter parameters receive the gradient
@@ -16,9 +17,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from msta.models.layout import FRAMES, TokenLayout
+
 __all__ = [
     "GradScale", "grad_scale", "LinearReLU", "MstaTextBranch", "MstaVideoBranch", "MstaLayer", "StAdapter",
-    "temporal_conv_on_patches", "temporal_conv_shifted",
+    "temporal_conv_on_patches", "temporal_conv_shifted", "temporal_conv_btnc",
 ]
 
 
@@ -80,6 +83,19 @@ def temporal_conv_on_patches(conv: nn.Conv3d, patches: Tensor, num_frames: int) 
     x = rearrange(patches, "(b t) n c -> b c t n 1", t=num_frames)
     x = conv(x)
     return rearrange(x, "b c t n 1 -> (b t) n c")
+
+
+def temporal_conv_btnc(conv: nn.Conv3d, patches: Tensor) -> Tensor:
+    """Applies a ``(k, 1, 1)`` Conv3d over time to ``(B, T, N, C_in)`` patches (any layout's, see TokenLayout).
+
+    The N patches are the conv's (N, 1) "grid" (the kernel is 1x1 in space, so this is exactly the conv over
+    ``(B, C, T, H, W)`` with H * W = N, without assuming a square grid).
+
+    Returns:
+        (B, T, N, C_out).
+    """
+    y = conv(patches.permute(0, 3, 1, 2).unsqueeze(-1))  # (B, C_in, T, N, 1) -> (B, C_out, T, N, 1)
+    return y.squeeze(-1).permute(0, 2, 3, 1)
 
 
 def temporal_conv_shifted(conv: nn.Conv3d, x: Tensor) -> Tensor:
@@ -156,8 +172,9 @@ class MstaVideoBranch(nn.Module):
                          if temporal else None)
         self.temporal_cls = temporal_cls
 
-    def forward(self, x: Tensor, num_frames: int, shared: Optional[nn.Module] = None) -> Tensor:
-        """(B*T, 1+N, D) normalised frame tokens -> (B*T, 1+N, D) unscaled adapter output."""
+    def forward(self, x: Tensor, num_frames: int, shared: Optional[nn.Module] = None,
+                layout: TokenLayout = FRAMES) -> Tensor:
+        """(rows, 1+P, D) normalised tokens in ``layout`` -> the same shape, unscaled adapter output."""
         h = self.down(x)
         h = self.mid(h) if self.mid is not None else shared(h)
         out = self.up(h)
@@ -166,8 +183,11 @@ class MstaVideoBranch(nn.Module):
         # the Conv3d itself: for this grouped r -> D expansion it measured as fast as temporal_conv_shifted at
         # T = 8 and faster at T = 2 (whose per-tap broadcast reductions cost more in the backward)
         if self.temporal_cls:  # every token position, CLS included, is one (k, 1, 1) conv over time
+            if not layout.per_frame_cls:
+                raise ValueError("model.msta.temporal_cls needs one CLS token per frame; this backbone has one per "
+                                 "clip (joint attention): set model.msta.temporal_cls=false")
             return out + temporal_conv_on_patches(self.temporal, h, num_frames)
-        t_out = temporal_conv_on_patches(self.temporal, h[:, 1:], num_frames)
+        t_out = layout.unpatch(temporal_conv_btnc(self.temporal, layout.patches(h, num_frames)))
         return torch.cat([out[:, :1], out[:, 1:] + t_out], dim=1)
 
 
@@ -217,12 +237,12 @@ class MstaLayer(nn.Module):
         return self._scaled(x, norm, lambda y: self.text(y, self.shared), normed)
 
     def forward_visual(self, x: Tensor, norm: Callable[[Tensor], Tensor], num_frames: int,
-                       normed: Optional[Tensor] = None) -> Tensor:
-        """lambda * A_v(norm(x)): (B*T, 1+N, D) block input -> (B*T, 1+N, D) term added to the block output.
+                       normed: Optional[Tensor] = None, layout: TokenLayout = FRAMES) -> Tensor:
+        """lambda * A_v(norm(x)): (rows, 1+P, D) block input in ``layout`` -> the term added to the block output.
 
         ``normed``: ``norm(x)`` when the caller already has it (the norm must be frozen), to skip recomputing it.
         """
-        return self._scaled(x, norm, lambda y: self.visual(y, num_frames, self.shared), normed)
+        return self._scaled(x, norm, lambda y: self.visual(y, num_frames, self.shared, layout), normed)
 
 
 class StAdapter(nn.Module):
@@ -243,12 +263,9 @@ class StAdapter(nn.Module):
         nn.init.zeros_(self.conv.bias)
         nn.init.zeros_(self.fc2.bias)
 
-    def forward(self, x: Tensor, num_frames: int) -> Tensor:
-        """(B*T, 1+N, D) frame tokens -> (B*T, 1+N, D), out of place."""
-        _check_frames(x.shape[0], num_frames)
-        bt, length, _ = x.shape
-        patches = x[:, 1:]
+    def forward(self, x: Tensor, num_frames: int, layout: TokenLayout = FRAMES) -> Tensor:
+        """(rows, 1+P, D) tokens in ``layout`` -> the same shape, out of place."""
         # fc1 on all tokens, then drop CLS: F.linear on the strided patch slice would run as a slow batched matmul
-        h = self.fc1(x).view(bt // num_frames, num_frames, length, -1)[:, :, 1:]  # (B, T, N, w) view
-        delta = self.fc2(temporal_conv_shifted(self.conv, h)).view_as(patches)
-        return torch.cat([x[:, :1], patches + delta], dim=1)
+        h = layout.patches(self.fc1(x), num_frames)  # (B, T, N, w) view
+        delta = layout.unpatch(self.fc2(temporal_conv_shifted(self.conv, h)))
+        return torch.cat([x[:, :1], x[:, 1:] + delta], dim=1)

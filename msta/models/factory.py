@@ -1,7 +1,9 @@
-"""build_model: open_clip model (name + weights) -> inject adapters -> freeze -> log the parameter report.
+"""build_model: backbone (name + weights) -> inject adapters -> freeze -> log the parameter report.
 
 The only place that resolves weight sources: ``cfg.pretrained`` is None (random init, no network), a local file
-(a state dict or open_clip checkpoint), or an open_clip pretrained tag (the only case that may download).
+(a state dict or open_clip checkpoint; a released ViCLIP ``.pth`` / ``.safetensors``), or an open_clip pretrained tag
+(the only case that may download). ``model.name`` ``viclip-b16`` / ``viclip-l14`` / ``viclip-tiny`` builds ViCLIP
+(:mod:`msta.models.backbones.viclip`), any other name an open_clip CLIP ViT.
 """
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ import logging
 from pathlib import Path
 
 from msta.config import ModelCfg
+from msta.models.backbones import is_viclip_name
 from msta.models.backbones.open_clip_build import SCHEMES, check_name, create_clip, resolve_pretrained
-from msta.models.injection import make_logit_scale_1d
+from msta.models.backbones.open_clip import make_logit_scale_1d
 from msta.models.video_clip import VideoCLIP
 
 __all__ = ["build_model", "MODEL_CONFIG_DIR", "register_model_configs"]
@@ -48,14 +51,21 @@ def build_model(cfg: ModelCfg) -> VideoCLIP:
         ConfigError: unknown or unsupported model name (with close names), a model.quick_gelu contradicting the tag.
         ValueError: a missing weights file, an unknown tag, or an adapter range beyond the model's blocks.
     """
-    register_model_configs()
-    check_name(cfg.name)
-    pretrained = None if cfg.name.startswith(SCHEMES) else resolve_pretrained(cfg.name, cfg.pretrained)
-    clip, act = create_clip(cfg.name, pretrained, cfg.quick_gelu)
-    _logger.info("%s activation: %s (%s)", cfg.name, act.activation, act.reason)
-    # DeepSpeed's initial broadcast views every parameter as bytes, which fails for 0-dim tensors
-    make_logit_scale_1d(clip)
-    tokenizer = _tokenizer(cfg.name)
+    if is_viclip_name(cfg.name):
+        from msta.models.backbones.viclip_weights import build_viclip, viclip_tokenizer
+        clip = build_viclip(cfg.name, cfg.pretrained, cfg.quick_gelu)
+        pretrained = cfg.pretrained or None
+        _logger.info("%s activation: QuickGELU (ViCLIP's, both towers)", cfg.name)
+        tokenizer = viclip_tokenizer(clip.text_encoder.context_length)
+    else:
+        register_model_configs()
+        check_name(cfg.name)
+        pretrained = None if cfg.name.startswith(SCHEMES) else resolve_pretrained(cfg.name, cfg.pretrained)
+        clip, act = create_clip(cfg.name, pretrained, cfg.quick_gelu)
+        _logger.info("%s activation: %s (%s)", cfg.name, act.activation, act.reason)
+        # DeepSpeed's initial broadcast views every parameter as bytes, which fails for 0-dim tensors
+        make_logit_scale_1d(clip)
+        tokenizer = _tokenizer(cfg.name)
     model = VideoCLIP(clip, cfg, tokenizer)
     model.freeze_backbone()
     report = model.param_report()

@@ -1,41 +1,28 @@
-"""Injection of adapters into open_clip 3.x CLIP blocks: the ONLY module that knows open_clip internals.
+"""Injection of adapters into a backbone's residual blocks, through the backbone interface only.
 
-What it relies on (open_clip 3.3, plain ``CLIP``): text blocks at ``clip.transformer.resblocks`` and visual blocks at
-``clip.visual.transformer.resblocks`` are ``ResidualAttentionBlock`` s with children ``ln_1, attn (batch_first
-nn.MultiheadAttention), ls_1, ln_2, mlp, ls_2`` and ``forward(q_x, k_x=None, v_x=None, attn_mask=None)`` on
-``(N, L, D)`` tokens. Adapted blocks are replaced by :class:`AdaptedBlock`, which re-registers the block's children
-under their original names (pretrained keys such as ``visual.transformer.resblocks.3.attn.in_proj_weight`` are
-unchanged) and only *references* its adapters, which are registered once in the ``adapters`` ModuleDict built here.
-
-The tower helpers (``text_embed``, ``text_head``, ``visual_embed``, ``visual_head``, ``run_blocks``) let
-``VideoCLIP`` run the towers in pieces (frozen prefix without autograd, cached text prefix) without knowing them.
-
-Speed: batch-first ``nn.MultiheadAttention`` transposes its input to (L, N, D), so outside its fused inference
-path (eval mode and no autograd) its q/k/v projection runs as a batched matmul with a broadcast weight, about 3x
-slower on CPU than one GEMM. :func:`self_attention` computes the same attention from the module's own weights as
-2-D GEMMs and ``F.scaled_dot_product_attention``; adapted blocks always use it, plain blocks whenever open_clip's
-own call would miss the fused path (:func:`block_forward`).
+Adapted blocks are replaced by :class:`AdaptedBlock`, which re-registers the block's children under their original
+names (pretrained keys such as ``visual.transformer.resblocks.3.attn.in_proj_weight`` are unchanged) and only
+*references* its adapters, which are registered once in the ``adapters`` ModuleDict built here. What the blocks
+must look like is stated in :mod:`msta.models.backbones.base`; the backbone gives the blocks, the way to run a
+frozen one and the token layout the temporal adapters read.
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from msta.config import MstaCfg, StAdapterCfg
 from msta.models.adapters import MstaLayer, StAdapter
+from msta.models.attention import self_attention
+from msta.models.backbones.base import Backbone
+from msta.models.layout import FRAMES, TokenLayout
 
-__all__ = [
-    "InjectionContext", "AdaptedBlock", "Injection", "inject_adapters", "text_blocks", "visual_blocks",
-    "self_attention", "block_forward",
-    "text_cast_dtype", "text_embed", "text_mask", "text_head", "text_eot_positions", "can_cut_text",
-    "visual_embed", "visual_head", "run_blocks", "make_logit_scale_1d", "image_preprocess_info",
-]
+__all__ = ["InjectionContext", "AdaptedBlock", "Injection", "inject_adapters", "resolve_range", "run_blocks"]
 
 
 @dataclass
@@ -82,12 +69,14 @@ class AdaptedBlock(nn.Module):
     """
 
     def __init__(self, block: nn.Module, modality: str, ctx: InjectionContext, msta: Optional[MstaLayer] = None,
-                 st_attn: Optional[StAdapter] = None, st_mlp: Optional[StAdapter] = None):
+                 st_attn: Optional[StAdapter] = None, st_mlp: Optional[StAdapter] = None,
+                 layout: TokenLayout = FRAMES):
         super().__init__()
         missing = [n for n in ("ln_1", "attn", "ls_1", "ln_2", "mlp", "ls_2") if not hasattr(block, n)]
         if missing or hasattr(block, "ln_1_kv") or not isinstance(block.attn, nn.MultiheadAttention):
-            raise ValueError(f"cannot adapt {type(block).__name__}: msta supports open_clip's self-attention "
-                             f"ResidualAttentionBlock (missing {missing}); use a plain open_clip CLIP ViT model")
+            raise ValueError(f"cannot adapt {type(block).__name__}: msta supports pre-LN self-attention blocks "
+                             f"(open_clip's ResidualAttentionBlock, ViCLIP's; missing {missing}); use a plain "
+                             "open_clip CLIP ViT model or ViCLIP")
         if not getattr(block.attn, "batch_first", False):
             raise ValueError("msta expects batch_first attention (open_clip >= 2.23 uses (N, L, D) tokens)")
         # same child names as the wrapped block, so its parameters keep their state-dict keys
@@ -98,6 +87,7 @@ class AdaptedBlock(nn.Module):
         self.modality = modality
         # references only: the adapters are registered once, in VideoCLIP.adapters
         object.__setattr__(self, "_refs", (ctx, msta, st_attn, st_mlp))
+        self.layout = layout
 
     def get_weight_dtype(self) -> torch.dtype:
         """open_clip's Transformer.get_cast_dtype() asks block 0 for this; same answer as the wrapped block."""
@@ -111,12 +101,12 @@ class AdaptedBlock(nn.Module):
         t = num_frames if num_frames is not None else ctx.num_frames
         if ctx.bypassed(self.modality):
             st_attn = st_mlp = msta = None
-        x = q_x if st_attn is None else st_attn(q_x, t)
+        x = q_x if st_attn is None else st_attn(q_x, t, self.layout)
         mask = attn_mask.to(x.dtype) if attn_mask is not None else None  # as open_clip's block does
         h = self.ln_1(x)
         x = x + self.ls_1(self_attention(self.attn, h, mask))
         if st_mlp is not None:
-            x = st_mlp(x, t)
+            x = st_mlp(x, t, self.layout)
         x = x + self.ls_2(self.mlp(self.ln_2(x)))
         if msta is not None:
             # parallel to the whole block, on the block input, through the block's own frozen ln_1; without an
@@ -125,7 +115,7 @@ class AdaptedBlock(nn.Module):
             if self.modality == "text":
                 x = x + msta.forward_text(q_x, self.ln_1, normed=normed)
             else:
-                x = x + msta.forward_visual(q_x, self.ln_1, t, normed=normed)
+                x = x + msta.forward_visual(q_x, self.ln_1, t, normed=normed, layout=self.layout)
         return x
 
 
@@ -147,23 +137,6 @@ class Injection:
     blocks: list[str] = field(default_factory=list)
 
 
-def text_blocks(clip: nn.Module) -> nn.ModuleList:
-    """The text tower's block list (plain open_clip CLIP)."""
-    if not (hasattr(clip, "transformer") and hasattr(clip, "token_embedding")):
-        raise ValueError(f"{type(clip).__name__} has no built-in text transformer; msta supports open_clip CLIP "
-                         "ViT models (CustomTextCLIP / CoCa / SigLIP towers are not supported)")
-    return clip.transformer.resblocks
-
-
-def visual_blocks(clip: nn.Module) -> nn.ModuleList:
-    """The visual tower's block list (open_clip VisionTransformer)."""
-    vt = getattr(clip.visual, "transformer", None)
-    if vt is None or not hasattr(vt, "resblocks"):
-        raise ValueError(f"visual tower {type(clip.visual).__name__} is not an open_clip VisionTransformer; "
-                         "msta adapts ViT models only (e.g. ViT-B-16), not ResNet / timm towers")
-    return vt.resblocks
-
-
 def resolve_range(name: str, blocks: tuple[int, int], n: int, model_name: str) -> tuple[int, int]:
     """1-based inclusive ``blocks`` (negative ones count from the end) -> absolute (first, last) within [1, n].
 
@@ -174,23 +147,31 @@ def resolve_range(name: str, blocks: tuple[int, int], n: int, model_name: str) -
     if not 1 <= first <= last <= n:
         shown = f"{list(blocks)}" + (f" (blocks {first}-{last})" if min(blocks) < 0 else "")
         raise ValueError(f"{name}={shown} exceeds the {n} blocks of '{model_name}'; "
-                         f"set {name} to a range within [1, {n}], or count from the end, e.g. [-5, -1]")
+                         f"set {name} to a range within [1, {n}], or count from the end, e.g. [{-min(n, 5)}, -1]")
     return first, last
 
 
-def inject_adapters(clip: nn.Module, msta: MstaCfg, st: StAdapterCfg, model_name: str = "model") -> Injection:
+def inject_adapters(clip: nn.Module, msta: MstaCfg, st: StAdapterCfg, model_name: str = "model",
+                    backbone: Optional[Backbone] = None) -> Injection:
     """Builds the adapters for ``clip`` and wraps the adapted blocks in place.
 
     Args:
-        clip: an open_clip CLIP (ViT) model; its adapted ``resblocks[i]`` are replaced.
-        msta: MSTA config (block ranges are 1-based, inclusive).
+        clip: the backbone's model; its adapted blocks are replaced.
+        msta: MSTA config (block ranges are 1-based, inclusive, negative from the end).
         st: ST-Adapter config (visual blocks only).
         model_name: used in error messages.
+        backbone: the model's backbone (default: open_clip).
 
     Returns:
         The :class:`Injection` (adapters are new, trainable, default-dtype modules on CPU; the caller moves them).
     """
-    tblocks, vblocks = text_blocks(clip), visual_blocks(clip)
+    if backbone is None:
+        from msta.models.backbones.open_clip import OPEN_CLIP as backbone
+    tblocks, vblocks = backbone.text_blocks(clip), backbone.visual_blocks(clip)
+    layout = backbone.layout
+    if msta.enabled and msta.vision and msta.temporal and msta.temporal_cls and not layout.per_frame_cls:
+        raise ValueError(f"model.msta.temporal_cls needs one CLS token per frame; '{model_name}' has one per clip "
+                         "(joint space-time attention): set model.msta.temporal_cls=false")
     t_w, v_w = tblocks[0].ln_1.normalized_shape[0], vblocks[0].ln_1.normalized_shape[0]
     ctx = InjectionContext()
     adapters = nn.ModuleDict()
@@ -238,146 +219,24 @@ def inject_adapters(clip: nn.Module, msta: MstaCfg, st: StAdapterCfg, model_name
         vblocks[j - 1] = AdaptedBlock(vblocks[j - 1], "visual", ctx,
                                       msta=layers[str(j + v_off)] if j in vis_msta else None,
                                       st_attn=st_j["attn"] if "attn" in st_j else None,
-                                      st_mlp=st_j["mlp"] if "mlp" in st_j else None)
+                                      st_mlp=st_j["mlp"] if "mlp" in st_j else None, layout=layout)
     first_text = min(text_ids) - 1 if text_ids else len(tblocks)
     first_visual = min(vis_msta | vis_st) - 1 if (vis_msta | vis_st) else len(vblocks)
     return Injection(adapters, ctx, first_text, first_visual, summary)
 
 
-def self_attention(attn: nn.MultiheadAttention, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
-    """Self-attention of a batch-first ``nn.MultiheadAttention`` from its own weights, as 2-D GEMMs.
-
-    Equals ``attn(x, x, x, need_weights=False, attn_mask=attn_mask)[0]`` (within float rounding) for the packed,
-    bias-kv-free modules open_clip builds: the projections run on the contiguous (N*L, D) tokens instead of the
-    transposed (L, N, D) ones.
-
-    Args:
-        attn: the module (``_qkv_same_embed_dim``, no ``bias_k`` / ``bias_v``, no ``add_zero_attn``).
-        x: (N, L, D) tokens.
-        attn_mask: (L, L) or (N * H, L, L) float mask added to the attention logits, or None.
-
-    Returns:
-        (N, L, D).
-    """
-    n, length, d = x.shape
-    heads = attn.num_heads
-    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # (N, L, 3D): one GEMM
-    q, k, v = qkv.view(n, length, 3, heads, d // heads).permute(2, 0, 3, 1, 4).unbind(0)  # (N, H, L, D / H) each
-    if attn_mask is not None:
-        # the layouts nn.MultiheadAttention hands to scaled_dot_product_attention
-        shared = attn_mask.dim() == 2 or attn_mask.shape[0] == 1
-        attn_mask = attn_mask.view(1 if shared else n, 1 if shared else heads, *attn_mask.shape[-2:])
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
-                                         dropout_p=attn.dropout if attn.training else 0.0)
-    return attn.out_proj(out.transpose(1, 2).reshape(n, length, d))
-
-
-def _is_plain_block(blk: nn.Module) -> bool:
-    """True for an unmodified open_clip self-attention ResidualAttentionBlock that :func:`block_forward` can run."""
-    from open_clip.transformer import ResidualAttentionBlock
-    attn = getattr(blk, "attn", None)
-    return (type(blk).forward is ResidualAttentionBlock.forward and isinstance(blk, ResidualAttentionBlock)
-            and not hasattr(blk, "ln_1_kv") and isinstance(attn, nn.MultiheadAttention) and attn.batch_first
-            and attn._qkv_same_embed_dim and attn.bias_k is None and not attn.add_zero_attn)
-
-
-def block_forward(blk: nn.Module, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
-    """Runs a frozen (non-adapted) block on (N, L, D) tokens -> (N, L, D), through the fastest exact route.
-
-    In eval mode without autograd, open_clip's own call takes nn.MultiheadAttention's fused inference kernel (and
-    stays bit-identical to plain open_clip); otherwise the same block is computed with :func:`self_attention`.
-    """
-    if not (blk.training or torch.is_grad_enabled()) or not _is_plain_block(blk):
-        return blk(x, attn_mask=attn_mask)
-    mask = attn_mask.to(x.dtype) if attn_mask is not None else None  # as open_clip's block does
-    x = x + blk.ls_1(self_attention(blk.attn, blk.ln_1(x), mask))
-    return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
-
-
 def run_blocks(blocks: nn.ModuleList, x: Tensor, start: int, stop: int, attn_mask: Optional[Tensor] = None,
-               num_frames: Optional[int] = None, checkpointing: bool = False) -> Tensor:
-    """Runs ``blocks[start:stop]`` on (N, L, D) tokens; adapted blocks optionally under activation checkpointing."""
+               num_frames: Optional[int] = None, checkpointing: bool = False,
+               frozen: Optional[Callable[[nn.Module, Tensor, Optional[Tensor]], Tensor]] = None) -> Tensor:
+    """Runs ``blocks[start:stop]`` on (N, L, D) tokens; adapted blocks optionally under activation checkpointing.
+
+    ``frozen(block, x, mask)`` runs a non-adapted block (the backbone's ``run_frozen_block``; default: its call).
+    """
     for blk in blocks[start:stop]:
         if not isinstance(blk, AdaptedBlock):
-            x = block_forward(blk, x, attn_mask)
+            x = frozen(blk, x, attn_mask) if frozen is not None else blk(x, attn_mask=attn_mask)
         elif checkpointing and torch.is_grad_enabled():
             x = checkpoint(blk, x, None, None, attn_mask, num_frames=num_frames, use_reentrant=False)
         else:
             x = blk(x, None, None, attn_mask, num_frames=num_frames)
     return x
-
-
-def text_eot_positions(clip: nn.Module, ids: Tensor) -> Tensor:
-    """(N, L) ids -> (N,) index of the token whose state the text tower pools."""
-    eos = getattr(clip, "text_eos_id", None)
-    if getattr(clip, "text_pool_type", "argmax") == "eos" and eos is not None:
-        return (ids == eos).int().argmax(dim=-1)
-    return ids.argmax(dim=-1)  # 'argmax': the EOT token has the largest id
-
-
-def can_cut_text(clip: nn.Module) -> bool:
-    """True when cutting the sequence after the pooled token is exact: causal mask and EOT pooling."""
-    return getattr(clip, "attn_mask", None) is not None and getattr(clip, "text_pool_type", "") in ("argmax", "eos")
-
-
-def text_cast_dtype(clip: nn.Module) -> torch.dtype:
-    """The dtype open_clip casts text embeddings to (that of the text blocks' weights)."""
-    return clip.transformer.get_cast_dtype()
-
-
-def text_embed(clip: nn.Module, ids: Tensor) -> Tensor:
-    """(N, L) ids -> (N, L, D) token + positional embeddings (L may be shorter than the context length)."""
-    cast_dtype = text_cast_dtype(clip)
-    x = clip.token_embedding(ids).to(cast_dtype)
-    return x + clip.positional_embedding[:ids.shape[1]].to(cast_dtype)
-
-
-def text_mask(clip: nn.Module, length: int) -> Optional[Tensor]:
-    """The text tower's causal attention mask cut to (length, length), or None if it has none."""
-    mask = clip.attn_mask
-    return mask[:length, :length] if mask is not None else None
-
-
-def text_head(clip: nn.Module, x: Tensor, ids: Tensor) -> Tensor:
-    """(N, L, D) final text tokens + (N, L') ids -> (N, E) unnormalised text embeddings (ln_final, pool, proj)."""
-    x = clip.ln_final(x)
-    if getattr(clip, "text_pool_type", "argmax") in ("argmax", "eos"):
-        x = x[torch.arange(x.shape[0], device=x.device), text_eot_positions(clip, ids)]
-    elif clip.text_pool_type == "first":
-        x = x[:, 0]
-    elif clip.text_pool_type == "last":
-        x = x[:, -1]
-    proj = clip.text_projection
-    if proj is None:
-        return x
-    return proj(x) if isinstance(proj, nn.Linear) else x @ proj
-
-
-def visual_embed(clip: nn.Module, images: Tensor) -> Tensor:
-    """(N, C, H, W) images -> (N, 1 + HW, D) tokens before the first block (patchify, CLS, pos, ln_pre)."""
-    return clip.visual._embeds(images)
-
-
-def visual_head(clip: nn.Module, x: Tensor) -> Tensor:
-    """(N, 1 + HW, D) final tokens -> (N, E) unnormalised image embeddings (pool, ln_post, proj)."""
-    pooled, _ = clip.visual._pool(x)
-    proj = clip.visual.proj
-    return pooled @ proj if proj is not None else pooled
-
-
-def make_logit_scale_1d(clip: nn.Module) -> None:
-    """Reshapes a 0-dim ``logit_scale`` to (1,): DeepSpeed's initial broadcast crashes on 0-dim parameters."""
-    p = clip.logit_scale
-    if p.dim() == 0:
-        clip.logit_scale = nn.Parameter(p.detach().reshape(1), requires_grad=p.requires_grad)
-
-
-def image_preprocess_info(clip: nn.Module) -> tuple[int | tuple[int, int], tuple[float, ...], tuple[float, ...]]:
-    """(image_size, mean, std) of the visual tower (open_clip stores them on ``clip.visual``)."""
-    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-    size = clip.visual.image_size
-    if isinstance(size, (tuple, list)):
-        size = int(size[0]) if size[0] == size[1] else (int(size[0]), int(size[1]))
-    mean = tuple(getattr(clip.visual, "image_mean", None) or OPENAI_DATASET_MEAN)
-    std = tuple(getattr(clip.visual, "image_std", None) or OPENAI_DATASET_STD)
-    return size, mean, std

@@ -1,7 +1,9 @@
-"""VideoCLIP: a frozen open_clip CLIP with adapters, as a video-text model (docs/architecture.md contracts).
+"""VideoCLIP: a frozen video-text backbone with adapters (docs/architecture.md contracts).
 
-Frames go through the visual tower as one image batch and the per-frame embeddings are mean-pooled over T. The
-text side encodes class prompts (cached where constant, DESIGN §3), captions, or runs as the frozen teacher.
+The backbone (:mod:`msta.models.backbones`: open_clip's frame-wise CLIP, or ViCLIP's joint space-time attention)
+turns a clip into tokens and the final tokens into one embedding; VideoCLIP runs the blocks in between in pieces
+(frozen prefix without autograd, adapted suffix) without knowing the family. The text side encodes class prompts
+(cached where constant, DESIGN §3), captions, or runs as the frozen teacher.
 
 Under DeepSpeed ZeRO-3 call the engine, i.e. ``forward``, not ``encode_*``: CLIP's own parameters are gathered
 only inside a forward pass (``forward(video, texts=None, frozen_texts=None)`` covers every use).
@@ -19,6 +21,7 @@ from torch import Tensor, nn
 
 from msta.config import ModelCfg
 from msta.models import injection as inj
+from msta.models.backbones.base import Backbone
 
 __all__ = ["VideoCLIP", "VideoTextOutput", "ParamReport"]
 
@@ -65,25 +68,31 @@ def _numel(p: Tensor) -> int:
 
 
 class VideoCLIP(nn.Module):
-    """An open_clip CLIP with MSTA / ST adapters injected, mapping videos and texts to one embedding space.
+    """A backbone with MSTA / ST adapters injected, mapping videos and texts to one embedding space.
 
     Attributes:
-        clip: the wrapped open_clip model (its adapted blocks replaced in place, keys unchanged).
+        clip: the wrapped model (open_clip CLIP or ViCLIP; its adapted blocks replaced in place, keys unchanged).
+        backbone: the :class:`~msta.models.backbones.base.Backbone` that knows ``clip``'s internals.
         adapters: every adapter module, registered once (``msta.<j>.{shared,text,visual}``, ``st.<j>.{attn,mlp}``).
         image_size: input side (int, or (H, W) when not square); image_mean, image_std: normalisation constants.
+        preprocess: the backbone's full frame preparation (``eval_resize`` "crop" or "squash", interpolation).
         num_frames: T the model was configured for; context_length: the text context length.
         num_templates: M of the current class prompts (0 when none are set).
     """
 
-    def __init__(self, clip: nn.Module, cfg: ModelCfg, tokenizer: Callable[..., Tensor]):
+    def __init__(self, clip: nn.Module, cfg: ModelCfg, tokenizer: Callable[..., Tensor],
+                 backbone: Optional[Backbone] = None):
         """Args:
-            clip: an open_clip CLIP ViT model (modified in place: adapted blocks are wrapped).
+            clip: the backbone's model (modified in place: adapted blocks are wrapped).
             cfg: the model config (adapters, frames, perf switches).
             tokenizer: ``tokenizer(texts, context_length=L) -> (N, L)`` ids, e.g. ``open_clip.get_tokenizer(name)``.
+            backbone: the backbone of ``clip``; default: found from the model's type (``backbone_of``).
         """
         super().__init__()
+        from msta.models.backbones import backbone_of
         self.clip = clip
-        injected = inj.inject_adapters(clip, cfg.msta, cfg.st_adapter, cfg.name)
+        self.backbone = backbone if backbone is not None else backbone_of(clip)
+        injected = inj.inject_adapters(clip, cfg.msta, cfg.st_adapter, cfg.name, self.backbone)
         self.adapters = injected.adapters
         self._ctx = injected.ctx
         self._first_text, self._first_visual = injected.first_text, injected.first_visual
@@ -91,8 +100,10 @@ class VideoCLIP(nn.Module):
         self.perf = cfg.perf
         self.model_name = cfg.name
         self.num_frames = cfg.num_frames
-        self.context_length = int(clip.context_length)
-        self.image_size, self.image_mean, self.image_std = inj.image_preprocess_info(clip)
+        self.context_length = self.backbone.context_length(clip)
+        self.preprocess = self.backbone.preprocess(clip)
+        self.image_size, self.image_mean, self.image_std = self.preprocess.size, self.preprocess.mean, \
+            self.preprocess.std
         self._tokenizer = tokenizer
         self.num_templates = 0
         # non-persistent: moves with .to() but is not part of any checkpoint
@@ -108,23 +119,25 @@ class VideoCLIP(nn.Module):
 
     def _cut_length(self, ids: Tensor) -> int:
         # exact: positions after the pooled EOT token never influence it under the causal mask
-        if not (self.perf.cut_text and inj.can_cut_text(self.clip)):
+        if not (self.perf.cut_text and self.backbone.can_cut_text(self.clip)):
             return ids.shape[1]
-        return int(inj.text_eot_positions(self.clip, ids).max()) + 1
+        return int(self.backbone.text_eot_positions(self.clip, ids).max()) + 1
 
     def _text_prefix(self, ids: Tensor) -> Tensor:
         """(N, L) ids -> (N, L, D) hidden states after the text blocks below the first adapted one."""
+        bb = self.backbone
         with self._prefix_context():
-            x = inj.text_embed(self.clip, ids)
-            return inj.run_blocks(inj.text_blocks(self.clip), x, 0, self._first_text,
-                                  inj.text_mask(self.clip, ids.shape[1]))
+            x = bb.text_embed(self.clip, ids)
+            return inj.run_blocks(bb.text_blocks(self.clip), x, 0, self._first_text,
+                                  bb.text_mask(self.clip, ids.shape[1]), frozen=bb.run_frozen_block)
 
     def _text_suffix(self, x: Tensor, ids: Tensor) -> Tensor:
         """(N, L, D) prefix states + (N, L) ids -> (N, E) unnormalised embeddings (adapted blocks and head)."""
-        blocks = inj.text_blocks(self.clip)
-        x = inj.run_blocks(blocks, x, self._first_text, len(blocks), inj.text_mask(self.clip, ids.shape[1]),
-                           checkpointing=self.perf.grad_checkpointing)
-        return inj.text_head(self.clip, x, ids)
+        bb = self.backbone
+        blocks = bb.text_blocks(self.clip)
+        x = inj.run_blocks(blocks, x, self._first_text, len(blocks), bb.text_mask(self.clip, ids.shape[1]),
+                           checkpointing=self.perf.grad_checkpointing, frozen=bb.run_frozen_block)
+        return bb.text_head(self.clip, x, ids)
 
     def _encode_ids(self, ids: Tensor) -> Tensor:
         ids = ids[:, :self._cut_length(ids)]
@@ -133,24 +146,25 @@ class VideoCLIP(nn.Module):
     # ------------------------------------------------------------------------------------------------ video
 
     def _video_prefix(self, video: Tensor) -> Tensor:
-        """(B, T, C, H, W) -> (B*T, L, D) frame tokens after the visual blocks below the first adapted one."""
+        """(B, T, C, H, W) -> tokens (backbone layout) after the visual blocks below the first adapted one."""
         if video.ndim != 5:
             raise ValueError(f"encode_video expects (B, T, C, H, W), got shape {tuple(video.shape)}; "
                              "stack clips as (B, T, C, H, W) (multi-view batches: fold the views into B)")
         t = video.shape[1]
         self._ctx.num_frames = t  # for callers that run the wrapped blocks without passing num_frames
-        frames = rearrange(video, "b t c h w -> (b t) c h w")
+        bb = self.backbone
         with self._prefix_context():
-            x = inj.visual_embed(self.clip, frames)
-            return inj.run_blocks(inj.visual_blocks(self.clip), x, 0, self._first_visual, num_frames=t)
+            x = bb.visual_embed(self.clip, video)
+            return inj.run_blocks(bb.visual_blocks(self.clip), x, 0, self._first_visual, num_frames=t,
+                                  frozen=bb.run_frozen_block)
 
     def _video_suffix(self, x: Tensor, num_frames: int) -> Tensor:
-        """(B*T, L, D) prefix tokens -> (B, E) L2-normalised embeddings (adapted blocks, head, mean over T)."""
-        blocks = inj.visual_blocks(self.clip)
+        """Prefix tokens -> (B, E) L2-normalised embeddings (adapted blocks, then the backbone's video head)."""
+        bb = self.backbone
+        blocks = bb.visual_blocks(self.clip)
         x = inj.run_blocks(blocks, x, self._first_visual, len(blocks), num_frames=num_frames,
-                           checkpointing=self.perf.grad_checkpointing)
-        emb = rearrange(inj.visual_head(self.clip, x), "(b t) e -> b t e", t=num_frames).mean(dim=1)
-        return F.normalize(emb, dim=-1)
+                           checkpointing=self.perf.grad_checkpointing, frozen=bb.run_frozen_block)
+        return F.normalize(bb.visual_head(self.clip, x, num_frames), dim=-1)
 
     @torch.no_grad()
     def _frozen_video_suffix(self, x: Tensor, num_frames: int) -> Tensor:
@@ -159,10 +173,10 @@ class VideoCLIP(nn.Module):
             return self._video_suffix(x, num_frames)
 
     def encode_video(self, video: Tensor) -> Tensor:
-        """Encodes clips frame-wise and mean-pools over time.
+        """Encodes clips (frame-wise CLIP: mean over time of the frame embeddings; ViCLIP: its CLS token).
 
         Args:
-            video: (B, T, C, H, W) CLIP-normalised frames.
+            video: (B, T, C, H, W) frames normalised as ``self.preprocess`` says.
 
         Returns:
             (B, E) L2-normalised video embeddings.
@@ -175,6 +189,11 @@ class VideoCLIP(nn.Module):
         return self._frozen_video_suffix(self._video_prefix(video), video.shape[1])
 
     # ------------------------------------------------------------------------------------------------ text
+
+    @property
+    def text_device(self) -> torch.device:
+        """Where token ids must go (the device of the text tower's token embedding)."""
+        return self.backbone.text_device(self.clip)
 
     def tokenize(self, texts: Sequence[str] | str) -> Tensor:
         """Texts -> (N, context_length) token ids with the model's own tokenizer (CPU tensor)."""
@@ -204,7 +223,7 @@ class VideoCLIP(nn.Module):
                              "pass C * M prompts, class-major, with M >= 1 templates per class")
         ids = self.tokenize(texts)
         # follow the parameters' device (the model may already have been moved by the engine)
-        self.class_ids = ids.to(self.clip.token_embedding.weight.device)
+        self.class_ids = ids.to(self.text_device)
         self.num_templates = num_templates
         self.clear_text_cache()
 
@@ -214,7 +233,7 @@ class VideoCLIP(nn.Module):
 
     def _class_prefix(self) -> tuple[Tensor, Tensor]:
         """(cut ids (C*M, L'), prefix states (C*M, L', D)) of the class prompts, cached when perf.cache_text."""
-        device, dtype = self.clip.token_embedding.weight.device, inj.text_cast_dtype(self.clip)
+        device, dtype = self.text_device, self.backbone.text_dtype(self.clip)
         cached = self._class_cache
         if self.perf.cache_text and cached is not None and cached[1].device == device and cached[1].dtype == dtype:
             return cached
@@ -269,7 +288,7 @@ class VideoCLIP(nn.Module):
             class_emb = None
         frozen_emb = self.encode_text_frozen(frozen_texts) if frozen_texts is not None else None
         ref_emb = self.encode_text(ref_texts) if ref_texts is not None else None
-        logit_scale = self.clip.logit_scale.exp().reshape(())
+        logit_scale = self.backbone.logit_scale(self.clip)
         return VideoTextOutput(video_emb, class_emb, logit_scale, frozen_emb, ref_emb, teacher)
 
     # ------------------------------------------------------------------------------------------------ params

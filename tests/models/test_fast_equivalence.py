@@ -1,6 +1,6 @@
 """The speed paths compute exactly what the modules they replace compute (within float rounding), values and grads.
 
-- ``injection.self_attention`` / ``block_forward`` / ``AdaptedBlock`` vs nn.MultiheadAttention and open_clip's
+- ``attention.self_attention`` / open_clip ``block_forward`` / ``AdaptedBlock`` vs nn.MultiheadAttention and open_clip's
   ResidualAttentionBlock (causal mask, LayerScale, train and eval mode);
 - ``adapters.temporal_conv_shifted`` vs the Conv3d it reads its weights from;
 - the MSTA / ST-Adapter forwards vs their reference formulas on ``temporal_conv_on_patches``.
@@ -12,7 +12,9 @@ from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 
 from msta.models.adapters import MstaLayer, StAdapter, temporal_conv_on_patches, temporal_conv_shifted
-from msta.models.injection import AdaptedBlock, InjectionContext, block_forward, self_attention
+from msta.models.attention import self_attention
+from msta.models.backbones.open_clip import block_forward
+from msta.models.injection import AdaptedBlock, InjectionContext
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 
