@@ -109,6 +109,9 @@ def format_report(result: dict) -> str:
         body = [[c["name"], f"{c['trainable']:,}", _f(c["adapters_bytes"] / 1e6), _f(c["full_bytes"] / 1e6, "{:.1f}"),
                  _f(100 * c["ratio"], "{:.2f}")] for c in result["ckpt"]]
         parts.append("### checkpoint size\n\n" + _table(["config", "trainable", "adapters MB", "full MB", "%"], body))
+    if "index" in result:
+        from msta.bench.index_bench import index_table
+        parts.append("### folder index (msta index / msta search)\n\n" + index_table(result["index"]))
     targets = check_targets(result)
     if targets:
         body = [[k, _f(v["value"], "{:.3f}"), f"{TARGETS[k][1]} {v['threshold']}", "yes" if v["met"] else "MISS"]

@@ -33,6 +33,9 @@ def run_one(kind: str, spec: dict) -> dict:
         spec.pop("name", None)
         spec["resolutions"] = [tuple(r) for r in spec.get("resolutions", [(240, 320), (480, 640)])]
         return {"kind": "data", **benchmark_data(**spec)}
+    if kind == "index":
+        from msta.bench.index_bench import IndexSpec, run_index_bench
+        return run_index_bench(IndexSpec.from_dict(spec), threads=threads)
     if kind == "peaks":
         import torch
 
