@@ -32,7 +32,7 @@ from msta.eval import metrics as M
 from msta.eval.evaluator import ClassBank, ScoreMatrix, score_dataset
 from msta.eval.loading import LoadedCheckpoint
 from msta.eval.outputs import table, write_outputs, write_plots
-from msta.eval.report import EvalRecord
+from msta.eval.report import EvalRecord, table_title
 from msta.eval.retrieval_protocol import retrieval
 
 __all__ = ["SplitSpec", "split_specs", "ScoredSplits", "score_splits", "half_class_draws", "zeroshot", "fewshot",
@@ -200,7 +200,7 @@ def zeroshot(cfg: ExperimentCfg, model, *, checkpoint: Optional[LoadedCheckpoint
     metrics = _summary(split_metrics)
     extra: dict = {"split_videos": {n: len(m.paths) for n, m in scored.splits.items()},
                    "baseline": "frozen CLIP, no adapters" if checkpoint is None else ""}
-    tables = {"per split (top-1 / top-5, %)": table(split_metrics)}
+    tables = {table_title("per split", split_metrics): table(split_metrics)}
     draws = cfg.eval.half_class_draws
     if draws > 0:
         if len({s.class_table for s in scored.specs}) > 1:
@@ -257,7 +257,8 @@ def fewshot(cfg: ExperimentCfg, model, *, checkpoint: Optional[LoadedCheckpoint]
     record = _record(cfg, "fewshot", scored, _checkpoint_name(checkpoint), metrics=_summary(split_metrics),
                      split_metrics=split_metrics, extra=extra)
     if out_dir is not None:
-        write_outputs(record, out_dir, {f"K = {extra['shots']} shots (top-1 / top-5, %)": table(split_metrics)})
+        title = table_title(f"K = {extra['shots']} shots", split_metrics)
+        write_outputs(record, out_dir, {title: table(split_metrics)})
         _plots(scored, Path(out_dir))
     return record
 
@@ -271,7 +272,7 @@ def supervised(cfg: ExperimentCfg, model, *, checkpoint: Optional[LoadedCheckpoi
     record = _record(cfg, "supervised", scored, _checkpoint_name(checkpoint), metrics=_summary(split_metrics),
                      split_metrics=split_metrics)
     if out_dir is not None:
-        write_outputs(record, out_dir, {"top-1 / top-5 / mean-class (%)": table(split_metrics)})
+        write_outputs(record, out_dir, {table_title("accuracy", split_metrics): table(split_metrics)})
         _plots(scored, Path(out_dir))
     return record
 

@@ -32,6 +32,7 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_per_class_accuracy",
     "render_markdown",
+    "table_title",
     "write_results",
 ]
 
@@ -160,6 +161,28 @@ def _fmt(value: Optional[float], digits: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.{digits}f}"
+
+
+_METRIC_NAMES = {"top1": "top-1", "top5": "top-5", "mean_class": "mean-class"}
+
+
+def table_title(prefix: str, rows: Mapping[str, Mapping[str, float]], unit: str = "%") -> str:
+    """A table's section title that names exactly the metrics its columns hold.
+
+    Top-5 is left out of splits with 5 classes or fewer (it would be 100 %), so a fixed "top-1 / top-5" title would
+    promise a column that is not there.
+
+    Args:
+        prefix: e.g. "per split".
+        rows: the table's rows, as given to ``render_markdown``.
+        unit: shown after the metric names.
+
+    Returns:
+        e.g. "per split (top-1 / top-5, %)" or "per split (top-1, %)".
+    """
+    columns = list(dict.fromkeys(k for metrics in rows.values() for k in metrics))
+    names = " / ".join(_METRIC_NAMES.get(c, c) for c in columns)
+    return f"{prefix} ({names}, {unit})" if names else prefix
 
 
 def render_markdown(

@@ -101,3 +101,26 @@ def test_plots_write_valid_pngs(tmp_path):
         plot_per_class_accuracy([1.0, 2.0], tmp_path / "bad.png", ["a"])
     with pytest.raises(ValueError):
         plot_accuracy_vs_shots({}, tmp_path / "bad.png")
+
+
+def test_table_title_names_the_columns_that_are_there(tmp_path):
+    from msta.eval.report import table_title
+
+    assert table_title("per split", {"s1": {"top1": 50.0, "top5": 90.0}}) == "per split (top-1 / top-5, %)"
+    assert table_title("per split", {"s1": {"top1": 50.0}}) == "per split (top-1, %)"
+    assert table_title("accuracy", {"s1": {"top1": 1.0, "top5": 2.0, "mean_class": 3.0}}) == \
+        "accuracy (top-1 / top-5 / mean-class, %)"
+    # end to end: a 3-class split has no top-5 column, and its results.md header no longer promises one
+    from msta.config import config_from_dict
+    from msta.eval import protocols as P
+    from msta.eval.loading import build_eval_model
+    from tests.eval.test_protocols import CLASSES, _write_split, cfg_dict, make_world
+
+    world = make_world(tmp_path / "w")
+    lst, tab = _write_split(tmp_path, "three", world["items"], CLASSES[:3])
+    raw = cfg_dict(world)
+    raw["data"].update(test_list=str(lst), class_table=str(tab))
+    cfg = config_from_dict(raw)
+    P.zeroshot(cfg, build_eval_model(cfg.model), out_dir=tmp_path / "out")
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "## per split (top-1, %)" in md and "top-5" not in md and "| top5" not in md
