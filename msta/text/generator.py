@@ -4,9 +4,17 @@ One request per class to `<base_url>/chat/completions`. Every accepted answer is
 (PROMPT_VERSION, model, raw label, readable name, N), so an interrupted run resumes where it stopped and a changed
 prompt or model never reuses stale answers. HTTP errors, timeouts and malformed answers are retried with bounded
 exponential back-off. Only the standard library is used for HTTP, so the toolkit needs no client package.
+
+Secrets stay out of logs, messages and the cache: the key travels only in the Authorization header; credentials in
+the base URL (`https://user:password@host/v1`, `?api_key=...`) are taken out of it (user:password is sent as HTTP
+Basic auth) and shown as `***`; every text that is logged or raised (HTTP error bodies a server may reflect the key
+in, malformed answers) has the key and those credentials replaced by `***`; the value of `--api-key-env` is named
+only when it looks like a variable name, never when a user passed the key itself; and a key sent over plain http
+to a host other than loopback is warned about.
 """
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import logging
@@ -14,16 +22,19 @@ import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from ..errors import UserError
+from .redaction import (RedactingFilter, Redactor, is_loopback, key_variable, looks_like_key, redact_url,
+                        split_credentials)
 
 __all__ = [
     "PROMPT_VERSION", "ChatClient", "DescriptionCache", "GenerationError", "GeneratorOptions", "MalformedAnswer",
-    "build_messages", "generate_descriptions", "generate_prompts_file", "parse_answer",
+    "build_messages", "generate_descriptions", "generate_prompts_file", "parse_answer", "redact_url",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -87,7 +98,16 @@ class GeneratorOptions:
     def __post_init__(self):
         if self.num_descriptions < 1 or self.max_retries < 0 or self.timeout <= 0 or self.backoff < 0:
             raise ValueError(f"GeneratorOptions: need num_descriptions >= 1, max_retries >= 0, timeout > 0, "
-                             f"backoff >= 0; got {self}")
+                             f"backoff >= 0; got num_descriptions={self.num_descriptions}, max_retries="
+                             f"{self.max_retries}, timeout={self.timeout}, backoff={self.backoff}")
+
+    def __repr__(self) -> str:  # the base URL may hold credentials, api_key_env may be a key pasted by mistake
+        return (f"GeneratorOptions(base_url={redact_url(self.base_url)!r}, model={self.model!r}, "
+                f"api_key_env={key_variable(self.api_key_env)!r}, num_descriptions={self.num_descriptions})")
+
+
+_FILTER = RedactingFilter()
+_logger.addFilter(_FILTER)
 
 
 def build_messages(raw_label: str, name: str, n: int, dataset: str = "") -> list[dict[str, str]]:
@@ -187,12 +207,28 @@ class DescriptionCache:
 
 
 class ChatClient:
-    """Minimal `/chat/completions` client on urllib. The API key lives only in the request header."""
+    """Minimal `/chat/completions` client on urllib. The API key lives only in the request header.
+
+    Credentials in `options.base_url` are handled as secrets: user:password leaves the URL and becomes HTTP Basic
+    auth (unless a key is given), key-like query values stay in the request URL but never in a message, and every
+    text this client puts into an exception has the key and those credentials replaced by `***`.
+    """
 
     def __init__(self, options: GeneratorOptions, api_key: Optional[str] = None):
         self.options = options
-        self.url = options.base_url.rstrip("/") + "/chat/completions"
+        self.url, secrets, userinfo = split_credentials(options.base_url)
+        self.shown_url = redact_url(self.url)
         self._api_key = api_key
+        self._basic = None
+        if userinfo and not api_key:
+            self._basic = base64.b64encode(f"{userinfo[0]}:{userinfo[1]}".encode()).decode()
+        self.redact = Redactor([*secrets, api_key or "", self._basic or ""])
+        _FILTER.redactors = [*_FILTER.redactors[-7:], self.redact]  # the live clients' secrets
+        host = urllib.parse.urlsplit(self.url).hostname or ""
+        if (api_key or secrets) and urllib.parse.urlsplit(self.url).scheme == "http" and not is_loopback(host):
+            _logger.warning("descriptions: the API key is sent over plain http to %s, where anyone on the network "
+                            "path can read it; use an https:// --base-url (plain http is only safe on loopback)",
+                            host)
 
     def complete(self, messages: list[dict[str, str]]) -> str:
         """One request; returns the message content.
@@ -206,22 +242,27 @@ class ChatClient:
         headers = {"Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
+        elif self._basic:
+            headers["Authorization"] = f"Basic {self._basic}"
         req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=self.options.timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
-            detail = e.read()[:200].decode(errors="replace")
+            detail = self.redact(e.read()[:200].decode(errors="replace"))  # a server may reflect the key
             if e.code in (408, 429) or e.code >= 500:
-                raise _Retryable(f"HTTP {e.code}", _retry_after(e.headers.get("Retry-After"))) from None
-            raise GenerationError(f"{self.url}: HTTP {e.code} {e.reason}: {detail!r}; check --base-url, --model and "
-                                  f"the key in ${self.options.api_key_env}") from None
+                raise _Retryable(f"HTTP {e.code}: {detail[:80]!r}", _retry_after(e.headers.get("Retry-After"))
+                                 ) from None
+            key_hint = (f"the key in {key_variable(self.options.api_key_env)}" if self.options.api_key_env
+                        else "whether the server needs a key (--api-key-env)")
+            raise GenerationError(self.redact(f"{self.shown_url}: HTTP {e.code} {e.reason}: {detail!r}; check "
+                                              f"--base-url, --model and {key_hint}")) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
-            raise _Retryable(f"{type(e).__name__}: {getattr(e, 'reason', e)}") from None
+            raise _Retryable(self.redact(f"{type(e).__name__}: {getattr(e, 'reason', e)}")) from None
         try:
             return json.loads(raw)["choices"][0]["message"]["content"]
         except (json.JSONDecodeError, KeyError, IndexError, TypeError, UnicodeDecodeError):
-            raise _Retryable(f"response is not a chat completion: {raw[:120]!r}") from None
+            raise _Retryable(self.redact(f"response is not a chat completion: {raw[:120]!r}")) from None
 
 
 def _retry_after(value: Optional[str]) -> Optional[float]:
@@ -232,9 +273,14 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
 
 
 def _resolve_key(options: GeneratorOptions) -> Optional[str]:
+    """The key from the variable `options.api_key_env` names; its value is never put into a message."""
     if not options.api_key_env:
         return None
     key = os.environ.get(options.api_key_env)
+    if not key and looks_like_key(options.api_key_env):
+        raise GenerationError("--api-key-env takes the NAME of the environment variable that holds the key, and the "
+                              "value given looks like a key itself (not shown here); export it, e.g. "
+                              "`export OPENAI_API_KEY=...`, and pass --api-key-env OPENAI_API_KEY")
     if not key:
         raise GenerationError(f"the API key variable ${options.api_key_env} is not set; export it, name another "
                               "variable with --api-key-env, or pass --api-key-env '' for a server without keys")
@@ -265,15 +311,16 @@ def generate_descriptions(classes: Sequence[tuple[str, str]], options: Generator
     n = options.num_descriptions
     todo = [(r, nm) for r, nm in classes if cache.get(DescriptionCache.key(options.model, r, nm, n)) is None]
     _logger.info("descriptions: %d classes, %d cached in %s, %d to request from %s (model %s, prompt %s)",
-                 len(classes), len(classes) - len(todo), cache.path, len(todo), options.base_url, options.model,
-                 PROMPT_VERSION)
+                 len(classes), len(classes) - len(todo), cache.path, len(todo), redact_url(options.base_url),
+                 options.model, PROMPT_VERSION)
     if todo and client is None:
         client = ChatClient(options, _resolve_key(options))
     for done, (raw_label, name) in enumerate(todo, start=1):
         spatial, temporal, content = _ask(client, raw_label, name, dataset, options, sleep)
         cache.put(DescriptionCache.key(options.model, raw_label, name, n),
                   {"prompt_version": PROMPT_VERSION, "model": options.model, "raw_label": raw_label, "name": name,
-                   "n": n, "spatial": spatial, "temporal": temporal, "answer": content, "time": time.time()})
+                   "n": n, "spatial": spatial, "temporal": temporal, "answer": getattr(client, "redact", str)(content),
+                   "time": time.time()})
         _logger.info("descriptions: %s done (%d/%d)", raw_label, done, len(todo))
     out = {}
     for raw_label, name in classes:
@@ -294,7 +341,8 @@ def _ask(client: ChatClient, raw_label: str, name: str, dataset: str, options: G
             spatial, temporal = parse_answer(content, name, options.num_descriptions, options.max_words)
             return spatial, temporal, content
         except (_Retryable, MalformedAnswer) as e:
-            last = f"{type(e).__name__ if isinstance(e, MalformedAnswer) else 'retryable'}: {e}"
+            redact = getattr(client, "redact", str)  # an answer may quote the key back
+            last = redact(f"{type(e).__name__ if isinstance(e, MalformedAnswer) else 'retryable'}: {e}")
             delay = min(options.max_backoff, options.backoff * 2 ** attempt)
             if isinstance(e, _Retryable) and e.retry_after is not None:
                 delay = min(options.max_backoff, max(delay, e.retry_after))

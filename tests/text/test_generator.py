@@ -1,4 +1,5 @@
 """The description generator end to end against a real HTTP server on loopback that answers like a chat endpoint."""
+import base64
 import importlib.util
 import json
 import logging
@@ -11,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from msta.text import load_prompts, read_prompts_file
-from msta.text.generator import (PROMPT_VERSION, GenerationError, GeneratorOptions, MalformedAnswer,
-                                 generate_prompts_file, parse_answer)
+from msta.text.generator import (PROMPT_VERSION, ChatClient, GenerationError, GeneratorOptions, MalformedAnswer,
+                                 generate_prompts_file, parse_answer, redact_url)
 
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = ["brush_hair", "cartwheel", "catch", "chew", "clap"]
@@ -190,3 +191,137 @@ def test_parse_answer():
                 json.dumps({"spatial": ["word " * 50, "a"], "temporal": ["b", "c"]})]:
         with pytest.raises(MalformedAnswer):
             parse_answer(bad, "x", 2)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# API key hygiene (issue 14 item 8), against a real loopback server that reflects what it was sent
+
+class Reflector:
+    """Answers like a chat endpoint, or with an error whose body quotes the request's Authorization header and path
+    (as some servers and proxies do); `plan` holds the next responses: "401", "500", "leaky" (an answer that quotes
+    the key and is not the JSON asked for), "ok"."""
+
+    def __init__(self):
+        self.plan: list[str] = []
+        self.seen: list[tuple[str, str]] = []   # (path, Authorization) of every request
+
+    def respond(self, handler):
+        handler.rfile.read(int(handler.headers["Content-Length"]))
+        auth = handler.headers.get("Authorization", "")
+        self.seen.append((handler.path, auth))
+        step = self.plan.pop(0) if self.plan else "ok"
+        if step in ("401", "500"):
+            body = f"error: credentials {auth!r} rejected for {handler.path}".encode()
+            handler.send_response(int(step))
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+            return
+        content = json.dumps({"spatial": ["A video about a scene.", "A video about a place."],
+                              "temporal": ["step one", "step two"]})
+        if step == "leaky":
+            content = f"I cannot use the key {auth}, sorry"
+        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        handler.wfile.write(payload)
+
+
+@pytest.fixture
+def reflector():
+    fake = Reflector()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            fake.respond(self)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    fake.port = server.server_address[1]
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+def _one_class_table(tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text("id,name\n0,brush_hair\n")
+    return path
+
+
+def test_a_key_reflected_in_an_error_body_never_reaches_the_log(reflector, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("FAKE_LLM_KEY", KEY)
+    reflector.plan = ["401"]
+    opts = GeneratorOptions(base_url=f"http://127.0.0.1:{reflector.port}/v1", model="fake-1",
+                            api_key_env="FAKE_LLM_KEY", max_retries=0, backoff=0.001)
+    with caplog.at_level(logging.DEBUG), pytest.raises(GenerationError) as e:
+        generate_prompts_file(_one_class_table(tmp_path), tmp_path / "toy.yaml", opts, cache_path=tmp_path / "c.jsonl")
+    assert reflector.seen[0][1] == f"Bearer {KEY}"              # the key was sent, and reflected in the body
+    assert "HTTP 401" in str(e.value) and "credentials 'Bearer ***' rejected" in str(e.value)
+    assert "$FAKE_LLM_KEY" in str(e.value)                      # the variable is named, its value is not
+    assert KEY not in str(e.value) and KEY not in caplog.text
+
+
+def test_reflected_keys_in_retried_errors_and_answers_are_redacted(reflector, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("FAKE_LLM_KEY", KEY)
+    reflector.plan = ["500", "leaky", "ok"]
+    opts = GeneratorOptions(base_url=f"http://127.0.0.1:{reflector.port}/v1", model="fake-1",
+                            api_key_env="FAKE_LLM_KEY", max_retries=3, backoff=0.001)
+    cache = tmp_path / "c.jsonl"
+    with caplog.at_level(logging.DEBUG):
+        generate_prompts_file(_one_class_table(tmp_path), tmp_path / "toy.yaml", opts, cache_path=cache)
+    assert len(reflector.seen) == 3 and caplog.text.count("attempt") == 2
+    assert "Bearer ***" in caplog.text and KEY not in caplog.text
+    assert KEY not in cache.read_text() and KEY not in (tmp_path / "toy.yaml").read_text()
+
+
+def test_credentials_in_the_base_url_are_sent_as_auth_and_never_shown(reflector, tmp_path, caplog):
+    password, token = "pa55-w0rd-secret", "q-token-987654"
+    base = f"http://alice:{password}@127.0.0.1:{reflector.port}/v1?api_key={token}"
+    reflector.plan = ["401"]
+    opts = GeneratorOptions(base_url=base, model="fake-1", api_key_env="", max_retries=0)
+    assert password not in repr(opts) and token not in repr(opts)
+    with caplog.at_level(logging.DEBUG), pytest.raises(GenerationError) as e:
+        generate_prompts_file(_one_class_table(tmp_path), tmp_path / "toy.yaml", opts, cache_path=tmp_path / "c.jsonl")
+    path, auth = reflector.seen[0]
+    assert path == f"/v1/chat/completions?api_key={token}"     # the gateway still gets its query key
+    assert auth == "Basic " + base64.b64encode(f"alice:{password}".encode()).decode()
+    text = str(e.value) + caplog.text
+    assert password not in text and token not in text and auth.split()[1] not in text
+    assert "api_key=***" in text and "127.0.0.1" in text
+
+
+def test_a_key_given_as_the_variable_name_is_not_echoed(llm, table, tmp_path, monkeypatch, caplog):
+    pasted = "sk-proj-" + "Ab3dE6gH9jK2mN5pQ8sT1vW4yZ7" * 2
+    monkeypatch.delenv(pasted, raising=False)
+    opts = _opts(llm, api_key_env=pasted)
+    with caplog.at_level(logging.DEBUG), pytest.raises(GenerationError) as e:
+        generate_prompts_file(table, tmp_path / "toy.yaml", opts, cache_path=tmp_path / "c.jsonl")
+    assert "takes the NAME of the environment variable" in str(e.value) and "looks like a key" in str(e.value)
+    assert pasted not in str(e.value) and pasted not in caplog.text and pasted not in repr(opts)
+    assert llm.requests == []
+
+
+@pytest.mark.parametrize("url, warned", [("http://192.0.2.10:8000/v1", True), ("http://llm.example.org/v1", True),
+                                         ("http://127.0.0.1:8000/v1", False), ("http://localhost/v1", False),
+                                         ("http://[::1]:8000/v1", False), ("https://llm.example.org/v1", False)])
+def test_a_key_over_plain_http_to_another_host_is_warned_about(url, warned, caplog):
+    with caplog.at_level(logging.WARNING):
+        ChatClient(GeneratorOptions(base_url=url), api_key=KEY)  # constructing sends nothing
+    assert ("sent over plain http" in caplog.text) is warned and KEY not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        ChatClient(GeneratorOptions(base_url=url, api_key_env=""), api_key=None)  # no key: nothing to warn about
+    assert "plain http" not in caplog.text
+
+
+def test_redact_url():
+    assert redact_url("https://u:p%40ss@h.example/v1?api_key=XYZ&x=1") == "https://***@h.example/v1?api_key=***&x=1"
+    assert redact_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
