@@ -18,11 +18,12 @@ _logger = logging.getLogger(__name__)
 def run_ckpt_bench(spec: TrainSpec, work_dir: Optional[str] = None) -> dict:
     """Writes both files for ``spec``'s model and returns their sizes in bytes and the ratio.
 
-    The adapters-only file is ``msta.engine.checkpoint.adapter_payload`` (weights, resolved config, class names and
-    templates), the format ``best.pt`` / ``last.pt`` use; the full file is ``torch.save(model.state_dict())``.
+    The adapters-only file is the adapters folder training writes (``msta.adapters_io.save_adapters``:
+    model.safetensors + config.json with the resolved config, class names and templates, as ``run/best/``), counted
+    as the sum of its two files; the full file is ``torch.save(model.state_dict())``.
     """
     from msta.config import ExperimentCfg, config_to_dict
-    from msta.engine.checkpoint import adapter_payload, atomic_torch_save
+    from msta.adapters_io import adapter_payload, save_adapters
     from msta.models import build_model
 
     torch.manual_seed(0)
@@ -33,10 +34,10 @@ def run_ckpt_bench(spec: TrainSpec, work_dir: Optional[str] = None) -> dict:
                               raw_labels=[n.replace(" ", "_") for n in names], templates=["a video of {}."],
                               step=0, epoch=0)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        adapters = atomic_torch_save(payload, os.path.join(tmp, "adapters.pt"))
+        adapters = save_adapters(payload, os.path.join(tmp, "adapters"))
         full = os.path.join(tmp, "full.pt")
         torch.save(model.state_dict(), full)
-        a_bytes, f_bytes = os.path.getsize(adapters), os.path.getsize(full)
+        a_bytes, f_bytes = sum(f.stat().st_size for f in adapters.iterdir()), os.path.getsize(full)
     report = model.param_report()
     result = {"kind": "ckpt", **spec.to_dict(), "adapters_bytes": a_bytes, "full_bytes": f_bytes,
               "ratio": a_bytes / f_bytes, "trainable": report.trainable, "total_params": report.total}
