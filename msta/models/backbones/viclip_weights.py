@@ -153,7 +153,7 @@ def build_viclip(name: str, pretrained: Optional[str], quick_gelu: bool | str = 
     model = ViCLIP(dataclasses.replace(size, frames=found.frames, context=found.context, vocab=found.vocab), name)
     load_viclip_state(model, state, str(path))
     _logger.info("%s: loaded %s (%s, %d tensors, temp %.5f)", name, path, found.label, len(state),
-                 float(model.temp))
+                 float(model.temp.detach()))
     return model
 
 
