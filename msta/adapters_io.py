@@ -157,7 +157,28 @@ def save_adapters(payload: dict, folder: str | Path) -> Path:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    _remove_stale(folder)
     return folder
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # someone else's live process
+        return True
+    return True
+
+
+def _remove_stale(folder: Path) -> None:
+    """Removes ``.NAME.tmp-PID`` / ``.NAME.old-PID`` left by writers that died (a new complete folder now exists)."""
+    for kind in ("tmp", "old"):
+        for p in folder.parent.glob(f".{folder.name}.{kind}-*"):
+            pid = p.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(p, ignore_errors=True)
+                _logger.info("removed %s, left by an interrupted write", p)
 
 
 def convert_legacy(pt_file: str | Path, folder: str | Path) -> Path:

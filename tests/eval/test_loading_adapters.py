@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,16 @@ def test_interrupted_swap_falls_back_to_the_folder_set_aside(tmp_path, caplog):
         got = A.load_adapters(tmp_path / "best")
     _same(got["state_dict"], _payload(seed=3)["state_dict"])
     assert ".best.old-4242" in caplog.text
+
+
+def test_leftovers_of_dead_writers_are_removed_on_the_next_save(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()                                                  # a pid that no longer runs
+    A.save_adapters(_payload(seed=1), tmp_path / f".best.old-{dead.pid}")
+    (tmp_path / f".best.tmp-{dead.pid}").mkdir()
+    (tmp_path / f".best.tmp-{os.getppid()}").mkdir()             # a live writer's: kept
+    A.save_adapters(_payload(seed=2), tmp_path / "best")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".best.tmp-{os.getppid()}", "best"]
 
 
 def test_old_and_new_names_resolve_both_ways(tmp_path):
