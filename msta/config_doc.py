@@ -28,7 +28,13 @@ def config_reference() -> str:
         for stmt in classes[cls.__name__].body:
             if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
                 line = lines[stmt.lineno - 1]
-                comments[stmt.target.id] = line.split("#", 1)[1].strip() if "#" in line else ""
+                text = line.split("#", 1)[1].strip() if "#" in line else ""
+                col, nxt = line.find("#"), stmt.lineno
+                # a comment continued on the next lines, aligned under the first one
+                while text and nxt < len(lines) and lines[nxt].find("#") == col and not lines[nxt][:col].strip():
+                    text += " " + lines[nxt][col + 1:].strip()
+                    nxt += 1
+                comments[stmt.target.id] = text
         hints = typing.get_type_hints(cls)
         default = cls()
         for f in dataclasses.fields(cls):

@@ -18,7 +18,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from msta.cli.common import CliParser, run_command
+from msta.cli.common import CliParser, run_command, setup_cli_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +42,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def _run(args: argparse.Namespace) -> int:
+    setup_cli_logging()   # until the run's own logging (console + train.log) takes over the msta logger
     from msta.config import load_config
 
     cfg = load_config(args.cfg, args.opts)
