@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from msta.config import ModelCfg
+from msta.config import ConfigError, ModelCfg
 from msta.models import injection as inj
 from msta.models.backbones.base import Backbone
 
@@ -319,14 +319,14 @@ class VideoCLIP(nn.Module):
         missing = sorted(set(params) - set(state))
         unexpected = sorted(set(state) - set(params))
         if missing or unexpected:
-            raise ValueError(f"adapter state dict does not match model '{self.model_name}' with {self._block_summary}:"
+            raise ConfigError(f"adapter state dict does not match model '{self.model_name}' with {self._block_summary}:"
                              f" missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''} ({len(missing)}),"
                              f" unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}"
                              f" ({len(unexpected)}); was it saved with the same model.msta / model.st_adapter config?")
         bad = [f"{k}: {tuple(state[k].shape)} vs {tuple(p.shape)}"
                for k, p in params.items() if state[k].shape != p.shape]
         if bad:
-            raise ValueError(f"adapter state dict has wrong shapes (saved vs model): {bad[:10]}; "
+            raise ConfigError(f"adapter state dict has wrong shapes (saved vs model): {bad[:10]}; "
                              "check model.msta.dim / model.st_adapter.width")
         with torch.no_grad():
             for k, p in params.items():
