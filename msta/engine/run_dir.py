@@ -13,7 +13,9 @@ broadcast, see `msta.engine.launch`). It
    harmless keys (logging, evaluation and checkpoint cadence, workers, ...) are accepted with a log line;
 4. picks the checkpoint to resume from: the newest complete one that `check_checkpoint` finds whole, saying which
    file of a damaged one is bad (that folder is renamed `damaged-step_N`, not deleted) and which one it falls back to;
-5. removes what dead writers left (`.NAME.tmp-PID`), restores an adapters folder a kill left only as `.NAME.old-PID`,
+5. makes `last/` the adapters of the checkpoint resumed from (a kill or a full disk between the checkpoint and
+   `last/` left it a step behind, and a run resumed at its end would never rewrite it);
+6. removes what dead writers left (`.NAME.tmp-PID`), restores an adapters folder a kill left only as `.NAME.old-PID`,
    and moves the `metrics.jsonl` rows of steps after the resume point to `metrics.replaced.jsonl`, so that the log
    holds one row per step.
 """
@@ -123,6 +125,7 @@ def open_run_dir(cfg: ExperimentCfg, *, resume: Optional[str], overwrite: bool =
             return run
         run.start = _pick_checkpoint(resume, path, run.notes)
         _check_config(cfg, path, run, allow_config_change)
+        _sync_last(path, run.start, run.notes)
         step = ckpt.read_marker(run.start)["step"] if run.start is not None else 0
         _truncate_metrics(path, step, run.notes)
         return run
@@ -304,6 +307,20 @@ def _pick_checkpoint(resume: str, path: Path, notes: list[str]) -> Optional[Path
                               f"{damaged}); nothing to resume from. Start again with --overwrite (the run is moved "
                               "aside) or another train.out_dir")
     return None  # unreachable: the loop returns or raises
+
+
+def _sync_last(path: Path, start: Optional[Path], notes: list[str]) -> None:
+    """Restores `last/` from the checkpoint's own adapters when it is missing or holds another step."""
+    if start is None or not (start / "adapters").is_dir():
+        return
+    step = ckpt.read_marker(start)["step"]
+    try:
+        current = ckpt.load_adapters(path / "last")["step"] if (path / "last").exists() else None
+    except Exception:  # noqa: BLE001 - an unreadable last/ is replaced like a stale one
+        current = "unreadable"
+    if current != step:
+        ckpt.save_adapters_checked(ckpt.load_adapters(start / "adapters"), path / "last")
+        notes.append(f"{path / 'last'} held step {current}; restored step {step} from {start / 'adapters'}")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -242,3 +242,14 @@ def test_stale_temps_of_dead_writers_are_cleaned_and_a_half_swapped_folder_resto
     assert "last" in names and ckpt.load_adapters(run / "last")["step"] == 3
     assert not (run / "checkpoints" / ".tmp-step_000004").exists() and mine.is_dir()
     assert sum("removed" in n for n in opened.notes) == 3 and any("restored" in n for n in opened.notes)
+
+
+def test_resume_restores_last_from_the_checkpoint_when_a_kill_left_it_behind(tmp_path):
+    cfg = _cfg(tmp_path)
+    run = tmp_path / "run"
+    _earlier_run(run, cfg)
+    ckpt.save_adapters(ckpt.load_adapters(ckpt.checkpoint_dir(run, 2)), run / "last")  # killed before last/ = 3
+    opened = open_run_dir(cfg, resume="auto")
+    opened.release()
+    assert ckpt.load_adapters(run / "last")["step"] == 3
+    assert any("held step 2; restored step 3" in n for n in opened.notes)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from msta.engine.checkpoint import checkpoint_dir, find_last_complete, list_complete, load_adapters, read_marker
+from msta.engine.checkpoint import check_checkpoint, checkpoint_dir, find_last_complete, list_complete, load_adapters, read_marker
 from tests.engine.helpers import REPO, env, run_train, tiny_config, write_dataset
 
 pytestmark = pytest.mark.slow
@@ -189,3 +189,49 @@ def test_nan_loss_under_two_process_deepspeed_stops_every_rank_and_keeps_the_las
     assert _digest(run / "last") == before and find_last_complete(run).name == "step_000003"
     assert all(torch.isfinite(v).all() for v in good["state_dict"].values())
     assert max(_train_steps(run)) < 6  # stopped at once, and no row for the bad step's loss as if it were fine
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A mount point for a small tmpfs (root only: CI containers run as root; skipped elsewhere)."""
+    mounts = []
+
+    def mount(path: Path, options: str) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                          capture_output=True).returncode:
+            pytest.skip("cannot mount a tmpfs here")
+        mounts.append(path)
+        return path
+
+    yield mount
+    for path in mounts:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_disk_full_during_training_names_the_file_keeps_the_last_checkpoint_and_resumes(tmp_path, data_keys,
+                                                                                          tmpfs):
+    # a checkpoint is ~320 KB and an adapters folder ~70 KB: step 3's files fit, step 6's do not all fit
+    small = tmpfs(tmp_path / "small", "size=800k")
+    cfg = tiny_config(tmp_path, data_keys, train={"out_dir": str(small / "run"), "max_steps": 6})
+    run = small / "run"
+    err = _one_error(run_train(cfg, tmp_path), "no space left while writing", str(run), "--resume auto")
+    assert "inline_container" not in err.split("(")[0] and "basic_ios" not in err.split("(")[0]
+    done = list_complete(run)
+    assert done[0].name == "step_000003" and all(check_checkpoint(d) is None for d in done)
+    assert load_adapters(run / "last")["step"] in (3, 6) and load_adapters(run / "best")["step"] in (3, 6)
+    assert [p.name for p in run.rglob("*") if ".tmp" in p.name or ".old-" in p.name] == []
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small)], check=True)  # the user frees space
+    _ok(run_train(cfg, tmp_path, "--resume", "auto"))
+    assert _train_steps(run) == [1, 2, 3, 4, 5, 6] and load_adapters(run / "last")["step"] == 6
+    assert read_marker(find_last_complete(run))["step"] == 6
+
+
+def test_read_only_cache_does_not_stop_training(tmp_path, data_keys, tmpfs):
+    cache = tmpfs(tmp_path / "cache", "ro,size=64k")
+    cfg = _config(tmp_path, data_keys, max_steps=3)
+    _ok(run_train(cfg, tmp_path, extra_env={"MSTA_CACHE_DIR": str(cache)}))
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "going on without the cache" in log and str(cache) in log
