@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # its subprocess has 1500 s; the suite's per-test limit (setup.cfg) is 900 s
 def test_quick_demo_shows_the_temporal_gap_without_forgetting(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts/demo.py"), "--quick", "--out", str(out)],
