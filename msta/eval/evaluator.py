@@ -186,8 +186,10 @@ def score_dataset(model, dataset: Dataset, class_emb: Tensor, classes: Sequence[
     n = len(dataset)
     mine = [i for b, start in enumerate(range(0, n, batch_size)) if b % size == rank
             for i in range(start, min(start + batch_size, n))]
+    from msta.engine.loaders import worker_kwargs  # workers from a forkserver: never forked after decord
+
     loader = DataLoader(dataset if size == 1 else Subset(dataset, mine), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers)
+                        num_workers=num_workers, **worker_kwargs(num_workers))
     chunks, labels, keep = [], [], []
     position = 0
     for batch in loader:

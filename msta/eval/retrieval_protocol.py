@@ -104,8 +104,10 @@ def embed_videos(model, dataset, *, batch_size: int = 8, num_workers: int = 0, b
     model.eval()
     _, size = _world()
     mine = _shard(len(dataset), batch_size)
+    from msta.engine.loaders import worker_kwargs  # workers from a forkserver: never forked after decord
+
     loader = DataLoader(dataset if size == 1 else Subset(dataset, mine), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers)
+                        num_workers=num_workers, **worker_kwargs(num_workers))
     embs, ok, pos = [], [], 0
     for batch in loader:
         video = batch["video"].to(device, torch.float32)
