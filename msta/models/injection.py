@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from msta.config import MstaCfg, StAdapterCfg
+from msta.config import ConfigError, MstaCfg, StAdapterCfg
 from msta.models.adapters import MstaLayer, StAdapter
 from msta.models.attention import self_attention
 from msta.models.backbones.base import Backbone
@@ -146,7 +146,7 @@ def resolve_range(name: str, blocks: tuple[int, int], n: int, model_name: str) -
     first, last = (b if b > 0 else n + 1 + b for b in blocks)
     if not 1 <= first <= last <= n:
         shown = f"{list(blocks)}" + (f" (blocks {first}-{last})" if min(blocks) < 0 else "")
-        raise ValueError(f"{name}={shown} exceeds the {n} blocks of '{model_name}'; "
+        raise ConfigError(f"{name}={shown} exceeds the {n} blocks of '{model_name}'; "
                          f"set {name} to a range within [1, {n}], or count from the end, e.g. [{-min(n, 5)}, -1]")
     return first, last
 
@@ -170,7 +170,7 @@ def inject_adapters(clip: nn.Module, msta: MstaCfg, st: StAdapterCfg, model_name
     tblocks, vblocks = backbone.text_blocks(clip), backbone.visual_blocks(clip)
     layout = backbone.layout
     if msta.enabled and msta.vision and msta.temporal and msta.temporal_cls and not layout.per_frame_cls:
-        raise ValueError(f"model.msta.temporal_cls needs one CLS token per frame; '{model_name}' has one per clip "
+        raise ConfigError(f"model.msta.temporal_cls needs one CLS token per frame; '{model_name}' has one per clip "
                          "(joint space-time attention): set model.msta.temporal_cls=false")
     t_w, v_w = tblocks[0].ln_1.normalized_shape[0], vblocks[0].ln_1.normalized_shape[0]
     ctx = InjectionContext()

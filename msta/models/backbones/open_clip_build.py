@@ -94,12 +94,12 @@ def resolve_pretrained(name: str, pretrained: Optional[str]) -> Optional[str]:
     if path.is_file():
         return str(path)
     if _looks_like_path(pretrained):
-        raise ValueError(f"model.pretrained={pretrained!r}: no such file ({path.resolve()}); give an existing "
+        raise ConfigError(f"model.pretrained={pretrained!r}: no such file ({path.resolve()}); give an existing "
                          "weights file, an open_clip pretrained tag, or null for random init")
     import open_clip
     tags = open_clip.list_pretrained_tags_by_model(name)
     if pretrained not in tags:
-        raise ValueError(f"model.pretrained={pretrained!r} is neither a file nor an open_clip tag of {name!r}; "
+        raise ConfigError(f"model.pretrained={pretrained!r} is neither a file nor an open_clip tag of {name!r}; "
                          f"tags for {name!r}: {tags or 'none'}")
     return pretrained
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from msta.config import ConfigError
 from msta.models.attention import self_attention
 from msta.models.backbones.base import Backbone, ImagePreprocess
 from msta.models.layout import JOINT
@@ -153,7 +154,7 @@ class VisionEncoder(nn.Module):
         """(B, T, 3, H, W) frames -> (B, 1 + N*T, D) tokens (patch-major, time-minor) after ``ln_pre``."""
         b, t, _, h, w = video.shape
         if (h, w) != (self.image_size, self.image_size):
-            raise ValueError(f"ViCLIP takes {self.image_size}x{self.image_size} frames, got {h}x{w}; "
+            raise ConfigError(f"ViCLIP takes {self.image_size}x{self.image_size} frames, got {h}x{w}; "
                              f"set data.input_size={self.image_size}")
         x = self.conv1(video.permute(0, 2, 1, 3, 4).to(self.conv1.weight.dtype))  # (B, D, T, h, w)
         x = x.flatten(3).permute(0, 2, 3, 1)  # (B, T, N, D)

@@ -54,7 +54,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
                 state = state[key]
                 break
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path}: not a ViCLIP state dict (expected tensors, or a checkpoint with them under "
+        raise ConfigError(f"{path}: not a ViCLIP state dict (expected tensors, or a checkpoint with them under "
                          f"'model' or 'module'; found {type(state).__name__} with keys {list(state)[:8]})")
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
@@ -71,7 +71,7 @@ def detect_size(state: dict[str, Tensor], path: str = "the file") -> ViclipSize:
     conv = state.get("vision_encoder.conv1.weight")
     text_pos = state.get("text_encoder.positional_embedding")
     if conv is None or conv.ndim != 5 or text_pos is None:
-        raise ValueError(f"{path}: no vision_encoder.conv1.weight of shape [W, 3, 1, P, P] / "
+        raise ConfigError(f"{path}: no vision_encoder.conv1.weight of shape [W, 3, 1, P, P] / "
                          "text_encoder.positional_embedding: not a ViCLIP checkpoint")
     width, patch = int(conv.shape[0]), int(conv.shape[-1])
     grid = int(round((state["vision_encoder.positional_embedding"].shape[0] - 1) ** 0.5))
@@ -95,7 +95,7 @@ def _check_size(name: str, expected: ViclipSize, found: ViclipSize, path: str) -
     if diff:
         match = [n for n, s in VICLIP_SIZES.items() if all(getattr(s, k) == getattr(found, k) for k in keys)]
         hint = f"set model.name: {match[0]}" if match else "it is not a size msta registers"
-        raise ValueError(f"model.pretrained={path}: the file is not {name}: {', '.join(diff)}; {hint}")
+        raise ConfigError(f"model.pretrained={path}: the file is not {name}: {', '.join(diff)}; {hint}")
 
 
 def load_viclip_state(model: ViCLIP, state: dict[str, Tensor], path: str = "the file") -> None:
@@ -109,11 +109,11 @@ def load_viclip_state(model: ViCLIP, state: dict[str, Tensor], path: str = "the 
     if missing or unexpected:
         def show(keys):
             return f"{keys[:12]}{' ...' if len(keys) > 12 else ''} ({len(keys)})"
-        raise ValueError(f"model.pretrained={path} does not match {model.name}: missing keys {show(missing)}, "
+        raise ConfigError(f"model.pretrained={path} does not match {model.name}: missing keys {show(missing)}, "
                          f"unexpected keys {show(unexpected)}; is it a ViCLIP checkpoint of this size?")
     bad = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape]
     if bad:
-        raise ValueError(f"model.pretrained={path}: wrong shapes (file vs model): {bad[:10]}")
+        raise ConfigError(f"model.pretrained={path}: wrong shapes (file vs model): {bad[:10]}")
     model.load_state_dict(state, strict=True)
 
 
