@@ -26,6 +26,7 @@ _logger = logging.getLogger("msta.import_descriptions")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="msta-import-descriptions", description=__doc__.split("\n")[0],
+                                epilog="Example:\n" + __doc__.split("\n", 1)[1].strip("\n"),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--order", required=True,
                    help=f"the class order the files were written for: {' | '.join(BUILTIN_ORDERS)} | 'vifi' "

@@ -186,6 +186,14 @@ def test_eval_and_predict_truncated_checkpoint(world, tmp_path):
         assert_one_message(proc, str(world["truncated"]), "not a valid adapters file")
 
 
+def test_checkpoint_of_another_shape(world, capsys):
+    """Adapters trained with r=8 evaluated with a config of r=16: one message with the shapes and the key to check."""
+    code = load_script("eval").main(["--cfg", str(world["cfg"]), "--ckpt", str(world["ckpt"]), "--opts",
+                                     "model.msta.dim=16", "--out", str(world["root"] / "shape")])
+    err = capsys.readouterr().err
+    assert code == 2 and "wrong shapes" in err and "model.msta.dim" in err and "Traceback" not in err
+
+
 def test_checkpoint_without_state_dict(world, tmp_path, capsys):
     import torch
 
