@@ -18,6 +18,7 @@ COMMANDS = {
     "train": "train", "eval": "eval", "zeroshot": "zeroshot_eval", "predict": "predict", "prepare": "prepare_data",
     "check-data": "check_data", "descriptions": "generate_descriptions", "benchmark": "benchmark", "demo": "demo",
     "config-reference": "config_reference", "index": "index", "search": "search", "classify": "classify",
+    "app": "app",
 }
 _ELSEWHERE = {"import-descriptions": "msta.text.import_cli"}   # commands whose main lives beside their library
 
