@@ -16,7 +16,8 @@ def test_config_reference_in_readme_is_current():
                          check=True).stdout.strip()
     readme = (ROOT / "README.md").read_text()
     section = readme.split("<!-- config-reference -->", 1)[1].split("<!-- /config-reference -->", 1)[0].strip()
-    assert section == out, "README's config reference is stale: run `python scripts/config_reference.py --write README.md`"
+    assert section == out, ("README's config reference is stale: run "
+                            "`python scripts/config_reference.py --write README.md`")
 
 
 def test_every_config_key_is_documented():
@@ -81,7 +82,8 @@ def test_every_entry_point_named_in_readme_is_declared_and_answers_help():
 
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
-    declared = dict(line.split(" = ", 1) for line in cfg["options.entry_points"]["console_scripts"].strip().splitlines())
+    lines = cfg["options.entry_points"]["console_scripts"].strip().splitlines()
+    declared = dict(line.split(" = ", 1) for line in lines)
     readme = (ROOT / "README.md").read_text()
     named = set(re.findall(r"`(msta-[a-z-]+)`", readme)) | set(re.findall(r"^(msta-[a-z-]+) ", readme, re.M))
     assert {"msta-train", "msta-predict"} <= named

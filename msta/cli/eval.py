@@ -21,6 +21,7 @@ import sys
 from typing import Optional, Sequence
 
 from msta.cli.common import CliParser, check_out_dir, main_rank, read_checkpoints, run_command, setup_cli_logging
+from msta.cli.weights import ensure_pretrained_available
 from msta.devices import add_device_argument, select_device
 from msta.errors import UsageError
 
@@ -78,6 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         for c in ckpts or [None]:
             check_out_dir(default_out_dir(protocol, c, cfg), what="the default output folder")
+    ensure_pretrained_available(cfg.model.name, cfg.model.pretrained)
     from msta.devices import eval_processes
 
     with eval_processes(args.device) as device:   # under torchrun: each process scores its share, rank 0 writes

@@ -51,8 +51,11 @@ def _run(args: argparse.Namespace) -> int:
 
         print("\n".join(dry_run(cfg)))
         return 0
+    from msta.cli.weights import ensure_pretrained_available
     from msta.engine.launch import train
 
+    ensure_pretrained_available(cfg.model.name, cfg.model.pretrained,   # no network: one message now, not in 65 s
+                                offline_when_cached=not cfg.model.init_adapters.startswith("hf-hub:"))
     train(cfg, resume=args.resume, local_rank=args.local_rank, overwrite=args.overwrite,
           allow_config_change=args.allow_config_change)
     return 0

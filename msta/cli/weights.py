@@ -97,7 +97,7 @@ def _go_offline() -> None:
 
 
 def ensure_pretrained_available(name: str, pretrained: Optional[str], *, what: str = "model.pretrained",
-                                timeout: float = 3.0) -> None:
+                                timeout: float = 3.0, offline_when_cached: bool = True) -> None:
     """Returns at once when ``pretrained`` needs no download (None, a local file, cached weights) or can be
     downloaded; raises when it cannot, with the fix.
 
@@ -106,6 +106,8 @@ def ensure_pretrained_available(name: str, pretrained: Optional[str], *, what: s
         pretrained: ``model.pretrained``: None, a local file, or an open_clip tag.
         what: how the user set it, named in the message (``model.pretrained``, ``--pretrained``).
         timeout: seconds to wait for the download host.
+        offline_when_cached: switch huggingface_hub to offline mode when the weights are cached (False when the
+            process still needs the Hub, e.g. for adapters given as ``hf-hub:`` ids that are read later).
 
     Raises:
         WeightsNotAvailable: a tag whose weights are not cached, with no network (or offline mode set).
@@ -119,7 +121,8 @@ def ensure_pretrained_available(name: str, pretrained: Optional[str], *, what: s
     hit, where = cached_weights(name, pretrained)
     if hit is not None:
         _logger.debug("weights of %s/%s cached: %s", name, pretrained, hit)
-        _go_offline()
+        if offline_when_cached:
+            _go_offline()
         return
     cfg = open_clip.get_pretrained_cfg(name, pretrained)
     if cfg.get("hf_hub"):

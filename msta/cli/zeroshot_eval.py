@@ -17,6 +17,7 @@ import sys
 from typing import Optional, Sequence
 
 from msta.cli.common import CliParser, check_out_dir, main_rank, read_checkpoints, run_command, setup_cli_logging
+from msta.cli.weights import ensure_pretrained_available
 from msta.devices import add_device_argument, select_device
 
 
@@ -45,6 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     zeroshot_targets(cfg)   # every target config exists and validates before the model is built
     check_out_dir(args.out or default_out_dir("zeroshot", ckpt, cfg),
                   what="--out" if args.out else "the default output folder")
+    ensure_pretrained_available(cfg.model.name, cfg.model.pretrained)
     from msta.devices import eval_processes
 
     with eval_processes(args.device) as device:   # under torchrun: each process scores its share, rank 0 writes
