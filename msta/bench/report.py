@@ -112,6 +112,9 @@ def format_report(result: dict) -> str:
     if "index" in result:
         from msta.bench.index_bench import index_table
         parts.append("### folder index (msta index / msta search)\n\n" + index_table(result["index"]))
+    if "retrieval" in result:
+        from msta.bench.retrieval_bench import retrieval_table
+        parts.append("### text <-> video retrieval evaluation\n\n" + retrieval_table(result["retrieval"]))
     targets = check_targets(result)
     if targets:
         body = [[k, _f(v["value"], "{:.3f}"), f"{TARGETS[k][1]} {v['threshold']}", "yes" if v["met"] else "MISS"]

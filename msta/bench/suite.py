@@ -27,7 +27,7 @@ __all__ = ["GROUPS", "train_specs", "eval_spec", "data_spec", "ckpt_specs", "run
 
 _logger = logging.getLogger(__name__)
 
-GROUPS = ("train", "eval", "data", "ckpt", "index")
+GROUPS = ("train", "eval", "data", "ckpt", "index", "retrieval")
 
 # each DESIGN §3 switch off in turn (the description cache means: targets once per run vs every step)
 ABLATIONS: dict[str, dict] = {
@@ -188,6 +188,9 @@ def _jobs(groups: Sequence[str], tiny: bool, steps: Optional[int], only: Optiona
     if "index" in groups:
         from msta.bench.index_bench import index_spec
         jobs.append(("index", index_spec(tiny).to_dict()))
+    if "retrieval" in groups:
+        from msta.bench.retrieval_bench import retrieval_spec
+        jobs.append(("retrieval", retrieval_spec(tiny).to_dict()))
     return jobs
 
 
@@ -233,7 +236,7 @@ def run_suite(groups: Sequence[str] = GROUPS, *, tiny: bool = False, steps: Opti
         derive_train(rows, best)
         result["peaks"], result["train"] = best, rows
     for o in outputs:
-        if o["kind"] in ("eval", "data", "index"):
+        if o["kind"] in ("eval", "data", "index", "retrieval"):
             result[o["kind"]] = o
     if "ckpt" in groups:
         result["ckpt"] = [o for o in outputs if o["kind"] == "ckpt"]

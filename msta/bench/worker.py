@@ -36,6 +36,9 @@ def run_one(kind: str, spec: dict) -> dict:
     if kind == "index":
         from msta.bench.index_bench import IndexSpec, run_index_bench
         return run_index_bench(IndexSpec.from_dict(spec), threads=threads)
+    if kind == "retrieval":
+        from msta.bench.retrieval_bench import RetrievalSpec, run_retrieval_bench
+        return run_retrieval_bench(RetrievalSpec.from_dict(spec), threads=threads)
     if kind == "peaks":
         import torch
 
