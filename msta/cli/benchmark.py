@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 from msta.bench import GROUPS, format_report, run_suite  # noqa: E402
-from msta.cli.common import CliParser, check_out_file, run_command  # noqa: E402
+from msta.cli.common import CliParser, check_out_file, run_command, setup_cli_logging  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +39,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def _run(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
+    setup_cli_logging()
     if args.out:
         check_out_file(args.out)
     groups = list(GROUPS) if args.what == "all" else [args.what]

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from msta.cli.common import CliParser, run_command
+from msta.cli.common import CliParser, run_command, setup_cli_logging
 from msta.data.annotations import read_slowfast_csv, read_video_list
 from msta.data.bad_videos import format_report, scan_videos
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    setup_cli_logging()
     items = read_slowfast_csv(args.list) if args.slowfast else read_video_list(args.list)
     bad = scan_videos([it.path for it in items], root=args.root, backend=args.backend,
                       min_frames=args.min_frames, full=args.full)

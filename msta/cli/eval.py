@@ -65,6 +65,8 @@ def _run(args: argparse.Namespace) -> int:
         return _gather(args)
     if not args.cfg:
         raise UsageError("--cfg is required (or --gather)")
+    if args.out:
+        check_out_dir(args.out)   # before anything is read
     select_device(args.device)   # a wrong --device fails before any work
     from msta.eval.loading import resolve_config
     from msta.eval.runner import default_out_dir, run_protocol
@@ -74,9 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     protocol = args.protocol or cfg.eval.protocol
     if protocol == "zeroshot" and len(ckpts) > 1:
         raise UsageError(f"zero-shot evaluates one checkpoint at a time; got --ckpt {' '.join(args.ckpt)}")
-    if args.out:
-        check_out_dir(args.out)
-    else:
+    if not args.out:
         for c in ckpts or [None]:
             check_out_dir(default_out_dir(protocol, c, cfg), what="the default output folder")
     ensure_pretrained_available(cfg.model.name, cfg.model.pretrained)
