@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from msta.cli.common import CliParser, check_out_file, run_command, setup_cli_logging
+from msta.errors import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,8 @@ def _run(args: argparse.Namespace) -> int:
     from msta.cli.common import read_checkpoints
     from msta.index import load_index_model, scan_folder, update_index
 
+    if args.batch_size < 1 or args.workers < 0:
+        raise UsageError(f"--batch-size must be >= 1 and --workers >= 0, got {args.batch_size} and {args.workers}")
     out = check_out_file(args.out)
     scan_folder(args.folder)                       # a wrong folder fails before the model is built
     if args.ckpt:

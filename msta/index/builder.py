@@ -86,8 +86,8 @@ def scan_folder(folder: str | os.PathLike, extensions=VIDEO_EXTENSIONS) -> dict[
 class _Videos(Dataset):
     """Decodes the views of each pending video; a failure is returned as its reason, not raised."""
 
-    def __init__(self, model: IndexModel, root: Path, paths: list[str]):
-        self.model, self.root, self.paths = model, root, paths
+    def __init__(self, decode: Callable, root: Path, paths: list[str]):
+        self.decode, self.root, self.paths = decode, root, paths   # no model here: workers get a small pickle
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -96,7 +96,7 @@ class _Videos(Dataset):
         from msta.data.decoding import VideoDecodeError
 
         try:
-            return i, self.model.read_views(self.root / self.paths[i]), None
+            return i, self.decode(self.root / self.paths[i]), None
         except VideoDecodeError as e:
             return i, None, e.reason + (f" ({e.detail})" if e.detail else "")
         except Exception as e:  # noqa: BLE001 - any decoder failure is this file's problem, not the run's
@@ -181,8 +181,11 @@ def update_index(folder: str | os.PathLike, out: str | os.PathLike, model: Index
                                    views, list(failed)))
 
     _logger.info("%s: %d videos found, %d to embed", folder, len(found), len(pending))
-    loader = DataLoader(_Videos(model, Path(root), pending), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, collate_fn=list)
+    from msta.engine.loaders import worker_kwargs
+
+    workers = workers if pending else 0
+    loader = DataLoader(_Videos(model.decoder(), Path(root), pending), batch_size=batch_size, shuffle=False,
+                        num_workers=workers, collate_fn=list, **worker_kwargs(workers))
     since, last = 0, time.monotonic()
     done = 0
     bar = tqdm(total=len(pending), desc="embedding", unit="video", disable=not progress or not pending)

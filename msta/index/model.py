@@ -17,7 +17,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -104,6 +104,15 @@ class IndexModel:
         from msta.devices import autocast
 
         return autocast(self.device, self.video_model.dtype)
+
+    def decoder(self) -> Callable[[str | os.PathLike], Tensor]:
+        """A picklable ``path -> (V, T, C, H, W)`` views function (``read_views`` without the model), for workers."""
+        from msta.eval.predict import read_views
+
+        vm = self.video_model
+        return functools.partial(read_views, num_frames=vm.model.num_frames, image_size=vm._image_size,
+                                 mean=vm.model.image_mean, std=vm.model.image_std, data=vm.cfg.data,
+                                 views=vm.cfg.eval.views)
 
     def read_views(self, path: str | os.PathLike) -> Tensor:
         """Decodes the test views of one video as the evaluators do.

@@ -44,3 +44,18 @@ def test_user_mistakes_are_messages(backend, tmp_path):
         backend.search(backend.indexes[0], "  ")
     with pytest.raises(UserError, match="no index file"):
         backend.search(str(tmp_path / "none"), "x")
+
+
+def test_app_command_help_and_missing_extra(monkeypatch, capsys):
+    import sys
+
+    from msta.cli.app import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0 and "127.0.0.1" in capsys.readouterr().out
+    monkeypatch.setitem(sys.modules, "gradio", None)           # as if the [app] extra were not installed
+    assert main(["--port", "7999"]) == 2
+    assert "pip install 'msta[app]'" in capsys.readouterr().err
+    assert main(["--port", "0"]) == 2
+    assert "--port 0" in capsys.readouterr().err

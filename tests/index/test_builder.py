@@ -171,3 +171,14 @@ def test_cli_index_exit_codes(folder, index_world, tmp_path, capsys):
     assert err.startswith("error: ") and "was built with another model" in err and "Traceback" not in err
     assert main([str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_decoding_workers_give_the_same_index(folder, index_model, tmp_path):
+    """--workers: videos decoded in worker processes (which get the decoder, not the model) embed the same."""
+    one = update_index(folder, tmp_path / "a", index_model, batch_size=4, progress=False)
+    two = update_index(folder, tmp_path / "b", index_model, batch_size=4, workers=2, progress=False)
+    a, b = read_index(tmp_path / "a"), read_index(tmp_path / "b")
+    assert one.added == two.added == 18 and [f.path for f in b.failed] == ["broken.mp4"]
+    assert [e.path for e in a.entries] == [e.path for e in b.entries]
+    torch.testing.assert_close(a.views, b.views)
