@@ -3,6 +3,7 @@ encode_video and encode_text agree with the evaluation code and with each other;
 preprocessed views give the same answers; adapters from a folder and from a Hub cache; the frozen model."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -153,3 +154,41 @@ def test_load_from_hub_cache(adapters, model, world, tmp_path, monkeypatch):
     assert hub.classes == NAMES
     path = _videos(world, 1)
     torch.testing.assert_close(hub.classify(path), model.classify(path))
+
+
+@pytest.mark.slow
+def test_a_trained_run_writes_adapters_folders_that_load(tmp_path, monkeypatch):
+    """The trainer writes run/best/, run/last/ and each step's adapters/ in the folder format; msta.load reads the
+    run by its old and new names and predicts with the run's own classes."""
+    import logging
+
+    from msta.config import load_config
+    from msta.engine.distributed import free_port
+    from msta.engine.launch import train
+    from tests.engine.helpers import tiny_config, write_dataset
+
+    for k, v in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": str(free_port()), "DS_ACCELERATOR": "cpu",
+                 "MSTA_CACHE_DIR": str(tmp_path / "cache")}.items():
+        monkeypatch.setenv(k, v)
+    keys = write_dataset(tmp_path / "data")
+    try:
+        train(load_config(tiny_config(tmp_path, keys)))
+    finally:
+        root = logging.getLogger("msta")   # undo the run's logging set-up for the tests that follow
+        for h in list(root.handlers):
+            root.removeHandler(h)
+            h.close()
+        root.propagate, root.level = True, logging.NOTSET
+    run = tmp_path / "run"
+    for folder in (run / "best", run / "last", *sorted((run / "checkpoints").glob("step_*/adapters"))):
+        assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"], folder
+    assert not list(run.glob("*.pt")) and not list(run.glob("checkpoints/*/adapters.pt"))
+    meta = json.loads((run / "last" / "config.json").read_text())
+    assert meta["step"] == 12 and meta["base_model"]["name"] == "msta-tiny"
+    assert meta["raw_labels"] == ["red_square", "green_circle", "blue_triangle", "yellow_square"]
+    model = msta.load(run / "best.pt")                                       # an old command line's name
+    assert model.checkpoint.path.endswith("best.pt") and len(model.classes) == 4
+    videos = sorted(str(p) for p in (tmp_path / "data").rglob("*.mp4"))[:2]
+    preds = model.predict(videos, topk=2)
+    assert all(p.ok and p.top[0][0] in model.classes for p in preds)
