@@ -104,7 +104,7 @@ def run_index_bench(spec: IndexSpec, threads: int = 2) -> dict:
         out["embed"] = {"videos": spec.videos, "seconds": first.seconds,
                         "videos_per_s": spec.videos / first.seconds if first.seconds else 0.0,
                         "noop_update_s": again.seconds}
-        dim = int(read_dim(tmp / "idx"))
+        dim = int(_read_dim(tmp / "idx"))
         g = torch.Generator().manual_seed(0)
         rows = []
         for n in spec.sizes:
@@ -125,7 +125,7 @@ def run_index_bench(spec: IndexSpec, threads: int = 2) -> dict:
     return out
 
 
-def read_dim(path) -> int:
+def _read_dim(path) -> int:
     from msta.index.store import read_index
 
     return read_index(path).views.shape[-1]

@@ -46,7 +46,8 @@ def test_rank_is_a_stable_top_k():
     for k in (1, 2, 5):                                      # ties across the k-th place: still the lowest rows
         assert rank(torch.tensor([1.0, 0]), tied, topk=k)[1].tolist() == [list(range(k))]
     g = torch.Generator().manual_seed(0)
-    many, qs = F.normalize(torch.randn(1000, 16, generator=g), dim=-1), F.normalize(torch.randn(4, 16, generator=g), dim=-1)
+    many = F.normalize(torch.randn(1000, 16, generator=g), dim=-1)
+    qs = F.normalize(torch.randn(4, 16, generator=g), dim=-1)
     s, i = rank(qs, many, topk=1000 + 5)
     assert i.shape == (4, 1000)
     assert torch.equal(i, torch.argsort(qs @ many.t(), dim=1, descending=True, stable=True))
