@@ -411,7 +411,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.path=value, e.g. data.shots=4")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({getattr(e, 'problem', e)}); quote it "
+                              f"or fix the brackets, e.g. {key}='[1, 2]'") from None
         node = data
         parts = key.strip().split(".")
         for p in parts[:-1]:

@@ -75,10 +75,14 @@ def _lines(path: Path, what: str = "annotation file") -> Iterable[tuple[int, str
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     with open(path, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if line:
-                yield n, line
+        n = 0
+        try:
+            for n, line in enumerate(f, 1):
+                line = line.strip()
+                if line:
+                    yield n, line
+        except UnicodeDecodeError as e:   # a binary file, or another encoding (save it as UTF-8)
+            raise AnnotationError(f"{path}: not UTF-8 text after line {n} ({e.reason}); save the {what} as UTF-8")
 
 
 def _is_int(text: str) -> bool:

@@ -308,6 +308,14 @@ def test_check_data_and_prepare_and_descriptions_mistakes(tmp_path, capsys):
     assert "num_descriptions >= 1" in capsys.readouterr().err
 
 
+def test_a_binary_list_and_a_bad_yaml_override(tmp_path, capsys):
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00\x01garbage")
+    assert load_script("check_data").main([str(tmp_path / "bin.txt")]) == 2
+    assert f"{tmp_path / 'bin.txt'}: not UTF-8 text" in capsys.readouterr().err
+    assert load_script("train").main(["--cfg", "fewshot_hmdb", "--opts", "data.shots=[", "--dry-run"]) == 2
+    assert "override 'data.shots=[': the value is not valid YAML" in capsys.readouterr().err
+
+
 def test_opts_stop_at_the_first_positional():
     from msta.cli.common import _take_opts
 
