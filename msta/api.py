@@ -79,6 +79,12 @@ def load(spec: str | Path, pretrained: Optional[str] = None, *, device: Optional
     else:
         base = config_to_dict(ExperimentCfg(model=ModelCfg(name=str(spec), pretrained=pretrained)))
         config = config_from_dict(apply_overrides(base, list(opts)))
+    from msta.cli.weights import ensure_pretrained_available
+
+    # uncached weights and no network: one message at once, not huggingface_hub's retries; the process is not
+    # switched to offline mode (a library call must not change how the rest of the notebook reaches the Hub)
+    ensure_pretrained_available(config.model.name, config.model.pretrained, offline_when_cached=False,
+                                what="pretrained" if ckpt is None and not cfg else "model.pretrained")
     model = build_eval_model(config.model, ckpt, device=device)
     return VideoModel(model, config, ckpt, device=device, precision=precision)
 

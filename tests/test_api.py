@@ -142,6 +142,22 @@ def test_user_mistakes_get_one_message(model, world, tmp_path):
     assert not preds[0].ok and "broken.mp4" in preds[0].error and preds[1].ok
 
 
+def test_uncached_weights_without_network_say_so_at_once(tmp_path, monkeypatch):
+    import time
+
+    import huggingface_hub.constants as hub_constants
+
+    from msta.cli.weights import WeightsNotAvailable
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))   # an empty cache
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(WeightsNotAvailable, match=r"ViT-B-32 .*'openai' \(pretrained\) are not cached"):
+        msta.load("ViT-B-32", pretrained="openai", device="cpu")
+    assert time.monotonic() - start < 10
+
+
 def test_load_from_hub_cache(adapters, model, world, tmp_path, monkeypatch):
     import huggingface_hub.constants as hub_constants
 
