@@ -108,3 +108,22 @@ def test_installed_entry_points_from_another_directory(venv, tmp_path):
                 elsewhere)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout)["labels"] == ["waving", "jumping"]
+
+
+def test_the_one_path_rule_from_another_directory(tmp_path, monkeypatch):
+    """Shipped configs by name and shipped prompts from any directory; the working directory's own files win."""
+    from msta.config import load_config
+    from msta.resources import resolve_path, shipped_dir
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("fewshot_hmdb")
+    assert cfg.name == "fewshot_hmdb" and cfg.text.prompts_dir == str(shipped_dir("prompts"))
+    assert cfg.data.root == "data/hmdb51"                                   # data paths stay the user's
+    assert all(Path(t).is_file() for t in load_config("zeroshot_k400").eval.targets)
+    assert resolve_path("prompts/nope.yaml") == "prompts/nope.yaml"         # nothing shipped: as given
+    (tmp_path / "prompts").mkdir()
+    assert load_config("fewshot_hmdb").text.prompts_dir == "prompts"        # ./prompts overrides the shipped ones
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "fewshot_hmdb.yaml").write_text("name: mine\n")
+    assert load_config("fewshot_hmdb").name == "mine"                       # ./configs first
+    assert load_config(ROOT / "configs" / "fewshot_hmdb.yaml").name == "fewshot_hmdb"
