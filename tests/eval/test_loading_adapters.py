@@ -254,3 +254,36 @@ def test_push_to_hub_uploads_the_two_files(tmp_path, monkeypatch):
     with pytest.raises(A.AdaptersFileError):
         A.push_to_hub(tmp_path / "broken.pt", "me/adapters")
     assert calls == {}                                                       # nothing created for a bad file
+
+
+def test_predict_command_reads_hub_ids_and_refuses_a_crafted_pickle(tmp_path, monkeypatch, capsys):
+    """The reported attack, end to end: a crafted .pt given to the predict command runs nothing (exit 2, the file
+    named); the same command reads adapters by hf-hub: id from a pre-filled cache."""
+    import huggingface_hub.constants as hub_constants
+
+    from msta.cli import predict
+    from msta.config import config_from_dict
+    from msta.models import build_model
+    from tests.eval.test_protocols import CLASSES, cfg_dict, make_world
+
+    world = make_world(tmp_path / "w")
+    cfg = config_from_dict(cfg_dict(world))
+    state = build_model(cfg.model).adapter_state_dict()
+    names = [c.replace("_", " ") for c in CLASSES]
+    src = A.save_adapters(A.adapter_payload(state_dict=state, config=config_to_dict(cfg), class_names=names,
+                                            raw_labels=CLASSES, templates=["a video of {}."], step=1, epoch=1),
+                          tmp_path / "src")
+    video = str(world["videos"] / world["items"][0].path)
+
+    marker = tmp_path / "pwned"
+    torch.save({**A.load_adapters(src), "metrics": {"x": _Evil(marker)}}, tmp_path / "evil.pt")
+    assert predict.main([video, "--ckpt", str(tmp_path / "evil.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "evil.pt refused" in err and "Traceback" not in err and not marker.exists()
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    _fill_hub_cache(tmp_path / "hub", "someone/tiny", src)
+    assert predict.main([video, "--ckpt", "hf-hub:someone/tiny", "--topk", "2", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("%") == 2 and sum(n in out for n in names) == 2
