@@ -8,11 +8,12 @@ Examples:
 Every video under the folder (recursively) is embedded once, with the test views of the config (eval.views) and on
 a GPU when one is present. Running it again embeds only new or changed videos and drops deleted ones; an index built
 with another model or adapters is refused (use --rebuild to replace it). Unreadable videos are listed with their
-reason (exit code 1) and the others are indexed. Ctrl-C keeps every video embedded so far.
+reason (exit code 1) and the others are indexed. Ctrl-C (or SIGTERM) keeps every video embedded so far.
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -34,8 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def stop_on_sigterm() -> None:
+    """Turns SIGTERM (``kill``, a job scheduler's stop) into KeyboardInterrupt, so the index is written first."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def _run(args: argparse.Namespace) -> int:
     setup_cli_logging()
+    stop_on_sigterm()
     from msta.cli.common import read_checkpoints
     from msta.index import load_index_model, scan_folder, update_index
 

@@ -148,6 +148,40 @@ def test_killed_run_keeps_what_it_had_written(folder, index_world, index_model, 
     assert report.kept == len(written.entries) and report.embedded + report.kept == 18
 
 
+TERMINATED = """
+import sys, time
+from msta.cli.index import stop_on_sigterm
+from msta.index import load_index_model, update_index
+stop_on_sigterm()
+model = load_index_model(sys.argv[3], sys.argv[4])
+def slow(done):
+    print(done, flush=True)
+    time.sleep(0.5)
+update_index(sys.argv[1], sys.argv[2], model, batch_size=1, flush_every=1000, flush_seconds=1e9, progress=False,
+             on_batch=slow)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_writes_what_was_embedded(folder, index_world, tmp_path):
+    """msta index turns SIGTERM into Ctrl-C: nothing embedded before it is lost, though no flush was due yet."""
+    out = tmp_path / "idx"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", TERMINATED, str(folder), str(out), str(index_world["ckpt"]),
+                             str(index_world["cfg"])], env=env, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        while int(proc.stdout.readline() or 99) < 3:
+            pass
+        assert not out.exists()                             # nothing written yet: the next flush is far away
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    written = read_index(out)
+    assert 3 <= len(written.entries) + len(written.failed) < 19
+
+
 def test_bad_inputs_are_one_message(folder, index_model, tmp_path):
     junk = tmp_path / "junk.msta-index"
     junk.write_bytes(b"not an index at all")
