@@ -199,7 +199,8 @@ def score_dataset(model, dataset: Dataset, class_emb: Tensor, classes: Sequence[
             out = model.encode_video(video.flatten(0, 1)).view(b, v, -1)
         else:
             out = torch.stack([model.encode_video(video[:, i]) for i in range(v)], dim=1)
-        chunks.append((scale * out.float() @ emb.t()).float().cpu())
+        with torch.autocast(device.type, enabled=False):   # cosines in fp32: bf16 would round logits ~100 to 0.5
+            chunks.append((scale * out.float() @ emb.t()).cpu())
         labels.append(batch["label"].long())
         # the dataset replaces an undecodable video with another one; such rows must not count
         keep.append(batch["index"].long() == torch.tensor(mine[position:position + b], dtype=torch.long))

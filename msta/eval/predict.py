@@ -101,7 +101,8 @@ def predict_files(model, paths: Sequence[str | Path], class_names: Sequence[str]
             continue
         device = next(model.parameters()).device                           # the caller placed the model
         with precision:
-            logits = scale * model.encode_video(video.to(device)).float() @ emb.t()   # (V, C)
+            out = model.encode_video(video.to(device)).float()
+        logits = scale.float() * out @ emb.float().t()                     # (V, C), in fp32 outside autocast
         probs = aggregate_views(logits[None])[0] / video.shape[0]              # mean probability over views
         top = probs.topk(k)
         yield Prediction(str(path), [(class_names[i], float(p)) for p, i in zip(top.values, top.indices.tolist())])

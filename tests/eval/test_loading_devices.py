@@ -151,3 +151,29 @@ def test_cli_device_cuda_without_cuda_is_exit_2(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "CUDA is not available" in err and "Traceback" not in err, err
+
+
+def test_similarities_stay_fp32_under_autocast(tmp_path):
+    """Under bf16 autocast the encoders run in bf16 but the scaled cosines are taken in fp32: bf16 would round
+    logits near 100 to steps of 0.5 and turn close classes into ties."""
+    from msta.config import config_from_dict
+    from msta.data.datasets import build_video_dataset
+    from msta.eval.evaluator import ClassBank, logit_scale_of, score_dataset
+    from msta.eval.loading import build_eval_model
+    from tests.eval.test_protocols import CLASSES
+
+    world = make_world(tmp_path)
+    cfg = config_from_dict(cfg_dict(world))
+    model = build_eval_model(cfg.model)
+    ds = build_video_dataset(world["items"][:3], cfg.data, train=False, num_frames=cfg.model.num_frames,
+                             image_size=model.image_size, mean=model.image_mean, std=model.image_std,
+                             views=cfg.eval.views)
+    with D.autocast("cpu", torch.bfloat16):
+        emb = ClassBank(model)(CLASSES, ["a video of {}."])
+        matrix = score_dataset(model, ds, emb, CLASSES, batch_size=1)
+        outs = [model.encode_video(ds[i]["video"].unsqueeze(0).flatten(0, 1).float()).float() for i in range(3)]
+    scale = logit_scale_of(model)
+    fp32 = torch.stack([scale * o @ emb.t() for o in outs])                      # (3, V, C)
+    bf16 = torch.stack([(scale * o).bfloat16() @ emb.bfloat16().t() for o in outs]).float()
+    torch.testing.assert_close(matrix.logits, fp32, atol=1e-4, rtol=1e-5)
+    assert (matrix.logits - bf16).abs().max() > 1e-3                              # the test can tell them apart
