@@ -15,8 +15,12 @@ _MISSING = ("the web page needs the optional extra: pip install 'msta[app]' (or 
 
 def require_gradio():
     """Imports gradio, or raises a ``UsageError`` that says how to install it."""
+    import os
+
     from msta.errors import UsageError
 
+    # a local page for local videos: no usage reports to Gradio's servers unless the user asks for them
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio
     except ImportError as e:
