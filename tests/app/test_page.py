@@ -85,6 +85,23 @@ def test_classify_page(served, browser, index_world, tmp_path):
     _shot(browser, tmp_path, "app_classify.png")
 
 
+def test_upload_a_video(served, browser, index_world, tmp_path):
+    """The upload box: the browser sends the file to the server, which classifies the uploaded copy."""
+    url, _ = served
+    browser.get(url)
+    browser.wait_for("#classify_btn")
+    video = sorted(index_world["videos"].rglob("*.mp4"))[-1]
+    browser.type(browser.wait_for("#video input[type=file]")[0], str(video))
+    browser.wait_for("#video video")                           # the uploaded clip is shown in a player
+    browser.type(browser.find_all("#labels textarea, #labels input")[0], "a yellow square, a red circle")
+    browser.click(browser.find_all("#classify_btn")[0])
+    message = browser.wait_until(lambda: (lambda t: t if "classified" in t else None)(
+        browser.text(browser.find_all("#message")[0])), what="the classification")
+    assert video.name in message and str(video.parent) not in message    # Gradio's uploaded copy, not the original
+    assert len(browser.wait_for("#frames img", count=4)) == 4
+    _shot(browser, tmp_path, "app_upload.png")
+
+
 def test_search_page(served, browser, tmp_path):
     url, index_path = served
     browser.get(url)
