@@ -46,7 +46,7 @@ def find_fewshot_record(source: str | Path) -> tuple[Path, EvalRecord]:
     run = " (a training run: it holds train_summary.json)" if (source / TRAIN_SUMMARY_FILE).is_file() else ""
     raise FileNotFoundError(f"no few-shot evaluation record at {source}{run} (looked for "
                             f"{', '.join(str(c) for c in candidates)}); evaluate the run first: "
-                            f"python scripts/eval.py --cfg CONFIG --protocol fewshot --ckpt {source}/best.pt")
+                            f"python scripts/eval.py --cfg CONFIG --protocol fewshot --ckpt {source}/best")
 
 
 def _check_same(records: Sequence[EvalRecord], paths: Sequence[Path]) -> list[str]:
