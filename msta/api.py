@@ -52,7 +52,7 @@ def load(spec: str | Path, pretrained: Optional[str] = None, *, device: Optional
         spec: adapters (an adapters folder such as ``runs/x/best``, a Hub cache entry, ``hf-hub:org/name``, an old
             ``.pt``), or a model name (``"ViT-B-16"``, ``"msta-tiny"``, ...) for the frozen model without adapters.
         pretrained: with a model name: the open_clip tag or a local weights file (``"openai"``); giving it always
-            means a model name.
+            means a model name (an open_clip ``hf-hub:`` model takes ``pretrained=""``).
         device: "auto" (default: CUDA when present), "cpu", "cuda", "cuda:N" or a ``torch.device``.
         precision: "fp32", "bf16" or "fp16" under autocast on a GPU (default: the run's ``train.precision``);
             the CPU always runs fp32.
