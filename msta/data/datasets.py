@@ -177,15 +177,24 @@ class DataSplits:
 def build_video_dataset(items: Sequence[VideoItem] | Sequence[CaptionedVideo], cfg: DataCfg, *, train: bool,
                         num_frames: int, image_size: Optional[int] = None, mean: Sequence[float] = OPENAI_CLIP_MEAN,
                         std: Sequence[float] = OPENAI_CLIP_STD, views: Optional[ViewsCfg] = None,
-                        seed: Optional[int] = None, dataset_cls: type[VideoDataset] = VideoDataset) -> VideoDataset:
+                        seed: Optional[int] = None, dataset_cls: type[VideoDataset] = VideoDataset,
+                        source: str = "the evaluation lists") -> VideoDataset:
     """One dataset over `items` with the transforms, sampler, backend and bad-video policy of `cfg`.
+
+    The listed videos are checked against `cfg.root` first (`check_root`: a mistyped data.root is named at once).
 
     Args:
         image_size: the model's input size (default cfg.input_size).
         views: test views (default cfg.views); ignored for training.
         seed: augmentation seed (default cfg.seed).
         dataset_cls: `VideoDataset` for `VideoItem`s, `CaptionDataset` for `CaptionedVideo`s.
+        source: the list the items come from, for messages.
+
+    Raises:
+        ConfigError: all or most of the videos do not exist under `cfg.root`.
     """
+    if items:
+        check_root(cfg.root, [it.path for it in items], source, cfg.max_bad_fraction)
     size = image_size or cfg.input_size
     views = views or cfg.views
     if train:
@@ -236,12 +245,10 @@ def check_root(root: str | os.PathLike, paths: Sequence[str], list_path: str | o
 
 
 def _read_labelled(path: str, cfg: DataCfg, num_classes: Optional[int]) -> list[VideoItem]:
-    """A label list, checked against the class table and against data.root before any decoding."""
+    """A label list, checked against the class table before any decoding (data.root: `build_video_dataset`)."""
     items = read_video_list(path)
     if num_classes is not None:
         check_labels(items, num_classes, path, cfg.class_table)
-    if items:
-        check_root(cfg.root, [it.path for it in items], path, cfg.max_bad_fraction)
     return items
 
 
@@ -279,15 +286,17 @@ def build_datasets(cfg: DataCfg, *, image_size: Optional[int] = None, num_frames
         elif val_items is None and cfg.select_on == "val" and cfg.val_fraction > 0:
             items, val_items = hold_out(items, cfg.val_fraction, cfg.seed)
         train = build_video_dataset(items, cfg, train=True, num_frames=num_frames, image_size=image_size,
-                                    mean=mean, std=std)
+                                    mean=mean, std=std, source=cfg.train_list)
         _logger.info("train: %d videos from %s%s", len(items), cfg.train_list,
                      f" ({cfg.shots} shots/class, seed {cfg.seed})" if cfg.shots else "")
     if val_items:
         val = build_video_dataset(val_items, cfg, train=False, num_frames=num_frames, image_size=image_size,
-                                  mean=mean, std=std, views=ViewsCfg(clips=1, crops=1))
+                                  mean=mean, std=std, views=ViewsCfg(clips=1, crops=1),
+                                  source=cfg.val_list or cfg.train_list)
     if cfg.test_list:
         test = build_video_dataset(_read_labelled(cfg.test_list, cfg, num_classes), cfg, train=False,
-                                   num_frames=num_frames, image_size=image_size, mean=mean, std=std)
+                                   num_frames=num_frames, image_size=image_size, mean=mean, std=std,
+                                   source=cfg.test_list)
     return DataSplits(train, val, test)
 
 
@@ -306,25 +315,19 @@ def _caption_splits(cfg: DataCfg, **build) -> DataSplits:
         raise ConfigError(f"data.shots={cfg.shots} draws K videos per class, and caption lists have no classes; set "
                           "data.shots=0 for loss.kind=infonce")
     train = val = test = None
-    val_items = _read_captioned(cfg.val_list, cfg) if cfg.val_list else None
+    val_items = read_caption_list(cfg.val_list) if cfg.val_list else None
     if cfg.train_list:
-        items = _read_captioned(cfg.train_list, cfg)
+        items = read_caption_list(cfg.train_list)
         if val_items is None and cfg.select_on == "val" and cfg.val_fraction > 0:
             items, val_items = hold_out_videos(items, cfg.val_fraction, cfg.seed)
         train = build_video_dataset([CaptionedVideo(it.path, (it.caption,)) for it in items], cfg, train=True,
-                                    dataset_cls=CaptionDataset, **build)
+                                    dataset_cls=CaptionDataset, source=cfg.train_list, **build)
         _logger.info("train: %d captions of %d videos from %s", len(items), len(train.tracker.paths), cfg.train_list)
     if val_items:
         val = build_video_dataset(group_by_video(val_items), cfg, train=False, views=ViewsCfg(clips=1, crops=1),
-                                  dataset_cls=CaptionDataset, **build)
+                                  dataset_cls=CaptionDataset, source=cfg.val_list or cfg.train_list, **build)
     if cfg.test_list:
-        test = build_video_dataset(group_by_video(_read_captioned(cfg.test_list, cfg)), cfg, train=False,
-                                   dataset_cls=CaptionDataset, **build)
+        test = build_video_dataset(group_by_video(read_caption_list(cfg.test_list)), cfg, train=False,
+                                   dataset_cls=CaptionDataset, source=cfg.test_list, **build)
     return DataSplits(train, val, test)
 
-
-def _read_captioned(path: str, cfg: DataCfg) -> list:
-    """A caption list, checked against data.root before any decoding."""
-    items = read_caption_list(path)
-    check_root(cfg.root, [it.path for it in items], path, cfg.max_bad_fraction)
-    return items
