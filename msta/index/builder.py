@@ -61,7 +61,8 @@ class UpdateReport:
 
 
 def scan_folder(folder: str | os.PathLike, extensions=VIDEO_EXTENSIONS) -> dict[str, os.stat_result]:
-    """Video files under ``folder`` (recursively, hidden files and folders skipped) -> their stat, by relative path.
+    """Video files under ``folder`` (recursively; hidden files and folders, and linked folders, skipped) -> their
+    stat, by relative path.
 
     Raises:
         IndexInputError: ``folder`` is not a folder.
@@ -70,7 +71,8 @@ def scan_folder(folder: str | os.PathLike, extensions=VIDEO_EXTENSIONS) -> dict[
     if not root.is_dir():
         raise IndexInputError(f"{folder} is not a folder; give the folder of videos to index")
     found = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    # linked files are listed; linked folders are not entered (a link cycle would never end)
+    for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith(".") or Path(name).suffix.lower() not in VIDEO_EXTENSIONS & set(extensions):

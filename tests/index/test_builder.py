@@ -216,3 +216,15 @@ def test_decoding_workers_give_the_same_index(folder, index_model, tmp_path):
     assert one.added == two.added == 18 and [f.path for f in b.failed] == ["broken.mp4"]
     assert [e.path for e in a.entries] == [e.path for e in b.entries]
     torch.testing.assert_close(a.views, b.views)
+
+
+def test_scan_skips_hidden_and_linked_folders(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.mp4").write_bytes(b"1")
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "y.mp4").write_bytes(b"2")
+    (tmp_path / ".hidden.mp4").write_bytes(b"3")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path, target_is_directory=True)     # a cycle: never entered
+    (tmp_path / "link.mkv").symlink_to(tmp_path / "a" / "x.mp4")               # a linked file: listed
+    (tmp_path / "doc.pdf").write_bytes(b"4")
+    assert sorted(scan_folder(tmp_path)) == ["a/x.mp4", "link.mkv"]
