@@ -31,23 +31,38 @@ __all__ = ["query_ranks", "rank_metrics", "dual_softmax", "retrieval_metrics", "
 RANK_CHUNK = 1024   # query rows compared at once: bounds the (rows, G) temporaries of a 10k x 10k matrix to ~40 MB
 
 
-def _check_sim_match(sim, match) -> tuple[Tensor, Tensor]:
+def _check_sim(sim) -> Tensor:
     sim = torch.as_tensor(sim).detach().cpu()
-    match = torch.as_tensor(match).detach().cpu()
-    if sim.ndim != 2 or match.shape != sim.shape:
-        raise ValueError(f"sim must be (Q, G) and match the same shape, got {tuple(sim.shape)} and "
-                         f"{tuple(match.shape)}")
-    if match.dtype != torch.bool:
-        raise ValueError(f"match must be a bool (Q, G) matrix, got dtype {match.dtype}")
+    if sim.ndim != 2:
+        raise ValueError(f"sim must be (Q, G), got shape {tuple(sim.shape)}")
     if not sim.is_floating_point():
         sim = sim.double()
     if torch.isnan(sim).any():
         raise ValueError("sim contains NaN; ranks are undefined (check the embeddings for overflow)")
-    missing = (~match.any(1)).nonzero().flatten()
-    if missing.numel():
-        raise ValueError(f"queries {missing[:10].tolist()} have no correct item in the gallery; every row of match "
-                         "needs a True (is the gallery complete?)")
-    return sim, match
+    return sim
+
+
+def _ranks_from_pairs(sim: Tensor, rows: Tensor, cols: Tensor, *, queries_are_rows: bool) -> Tensor:
+    """Pessimistic 0-based ranks of the queries of ``sim`` (its rows, or its columns) from the correct pairs.
+
+    ``(rows[p], cols[p])`` are the positions of the correct pairs; every query must have one. The rank is
+    #(items scoring >= the query's best correct score) - #(correct items scoring that high): one comparison pass over
+    the matrix (row chunks, so a column query needs no transposed copy) plus work linear in the number of pairs.
+    """
+    num_queries = sim.shape[0] if queries_are_rows else sim.shape[1]
+    query = rows if queries_are_rows else cols
+    score = sim[rows, cols]                                                          # (P,) correct scores
+    best = torch.full((num_queries,), -math.inf, dtype=sim.dtype).scatter_reduce(0, query, score, "amax")
+    tied = torch.zeros(num_queries, dtype=torch.int64).scatter_add_(0, query, (score >= best[query]).long())
+    at_least = torch.zeros(num_queries, dtype=torch.int64)
+    for start in range(0, sim.shape[0], RANK_CHUNK):
+        chunk = sim[start:start + RANK_CHUNK]
+        if queries_are_rows:
+            ge = chunk >= best[start:start + RANK_CHUNK, None]
+            at_least[start:start + RANK_CHUNK] = ge.view(torch.uint8).sum(1, dtype=torch.int32).long()
+        else:
+            at_least += (chunk >= best[None, :]).view(torch.uint8).sum(0, dtype=torch.int32).long()
+    return at_least - tied
 
 
 def query_ranks(sim, match) -> Tensor:
@@ -60,13 +75,19 @@ def query_ranks(sim, match) -> Tensor:
     Returns:
         (Q,) int64 ranks in [0, G - 1]: the number of wrong items scoring >= the best correct item's score.
     """
-    sim, match = _check_sim_match(sim, match)
-    out = []
-    for start in range(0, sim.shape[0], RANK_CHUNK):
-        s, m = sim[start:start + RANK_CHUNK], match[start:start + RANK_CHUNK]
-        best = s.masked_fill(~m, -math.inf).max(1, keepdim=True).values      # (rows, 1)
-        out.append(((s >= best) & ~m).sum(1))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+    sim = _check_sim(sim)
+    match = torch.as_tensor(match).detach().cpu()
+    if match.shape != sim.shape:
+        raise ValueError(f"sim must be (Q, G) and match the same shape, got {tuple(sim.shape)} and "
+                         f"{tuple(match.shape)}")
+    if match.dtype != torch.bool:
+        raise ValueError(f"match must be a bool (Q, G) matrix, got dtype {match.dtype}")
+    missing = (~match.any(1)).nonzero().flatten()
+    if missing.numel():
+        raise ValueError(f"queries {missing[:10].tolist()} have no correct item in the gallery; every row of match "
+                         "needs a True (is the gallery complete?)")
+    rows, cols = match.nonzero(as_tuple=True)
+    return _ranks_from_pairs(sim.contiguous(), rows, cols, queries_are_rows=True)   # a transposed view: one copy
 
 
 def rank_metrics(ranks, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
@@ -90,15 +111,17 @@ def rank_metrics(ranks, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     return out
 
 
-def dual_softmax(sim, scale: float = 1.0) -> Tensor:
-    """Dual-softmax re-scoring of a (Q, G) query-gallery similarity: ``sim * softmax(scale * sim, dim=0)``.
+def dual_softmax(sim, scale: float = 1.0, *, query_dim: int = 0) -> Tensor:
+    """Dual-softmax re-scoring of a query-gallery similarity: ``sim * softmax(scale * sim, dim=query_dim)``.
 
     The prior of gallery item g for query q is q's share of g's scores over all queries, so a gallery item that
-    scores high for every query (a "hub") is pushed down. Rank the result along dim 1, as ``sim`` itself.
+    scores high for every query (a "hub") is pushed down. Rank the result along the other axis, as ``sim`` itself.
 
     Args:
-        sim: (Q, G) similarities (cosines).
+        sim: (Q, G) similarities (cosines) with ``query_dim=0``; (G, Q) with ``query_dim=1`` (the same matrix
+            ranked the other way, without a transposed copy).
         scale: inverse temperature of the prior (1 = ViCLIP's raw cosine; the DSL papers use the CLIP scale, 100).
+        query_dim: the axis of the queries.
 
     Returns:
         (Q, G) float re-scored similarities (fp32 or better).
@@ -108,8 +131,10 @@ def dual_softmax(sim, scale: float = 1.0) -> Tensor:
         raise ValueError(f"sim must be (Q, G), got shape {tuple(sim.shape)}")
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale}")
+    if query_dim not in (0, 1):
+        raise ValueError(f"query_dim must be 0 or 1, got {query_dim}")
     sim = sim.to(torch.promote_types(sim.dtype, torch.float32))
-    return sim * torch.softmax(scale * sim, dim=0)
+    return sim * torch.softmax(scale * sim, dim=query_dim)
 
 
 def retrieval_metrics(sim, caption_video, ks: Sequence[int] = (1, 5, 10), *,
@@ -135,15 +160,20 @@ def retrieval_metrics(sim, caption_video, ks: Sequence[int] = (1, 5, 10), *,
     if owner.numel() and (int(owner.min()) < 0 or int(owner.max()) >= sim.shape[1]):
         raise ValueError(f"caption_video must index the {sim.shape[1]} video columns, got range "
                          f"[{int(owner.min())}, {int(owner.max())}]")
-    match = owner[:, None] == torch.arange(sim.shape[1])[None, :]          # (Q, N)
-    uncaptioned = (~match.any(0)).nonzero().flatten()
+    has_caption = torch.zeros(sim.shape[1], dtype=torch.bool)
+    has_caption[owner] = True
+    uncaptioned = (~has_caption).nonzero().flatten()
     if uncaptioned.numel():
         raise ValueError(f"videos {uncaptioned[:10].tolist()} have no caption; video -> text needs one per video")
-    t2v_sim, v2t_sim = sim, sim.t()
+    sim = _check_sim(sim)
+    t2v_sim = v2t_sim = sim
     if dual_softmax_scale is not None:
-        t2v_sim, v2t_sim = dual_softmax(t2v_sim, dual_softmax_scale), dual_softmax(v2t_sim, dual_softmax_scale)
-    t2v = rank_metrics(query_ranks(t2v_sim, match), ks)
-    v2t = rank_metrics(query_ranks(v2t_sim, match.t()), ks)
+        # each direction's prior is a softmax over its own queries: captions for t2v, videos for v2t
+        t2v_sim = dual_softmax(sim, dual_softmax_scale)
+        v2t_sim = dual_softmax(sim, dual_softmax_scale, query_dim=1)
+    captions = torch.arange(sim.shape[0])
+    t2v = rank_metrics(_ranks_from_pairs(t2v_sim, captions, owner, queries_are_rows=True), ks)
+    v2t = rank_metrics(_ranks_from_pairs(v2t_sim, captions, owner, queries_are_rows=False), ks)
     out = {**{f"t2v_{k}": v for k, v in t2v.items()}, **{f"v2t_{k}": v for k, v in v2t.items()}}
     out["mean_r1"] = (t2v["r1"] + v2t["r1"]) / 2 if 1 in ks else math.nan
     out["rsum"] = sum(t2v[f"r{k}"] + v2t[f"r{k}"] for k in ks)

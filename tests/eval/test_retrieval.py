@@ -113,6 +113,10 @@ def test_dual_softmax_matches_a_loop_and_is_a_separate_scoring():
     rescored = R.retrieval_metrics(sim, owner, dual_softmax_scale=10.0)
     t2v_ranks = R.query_ranks(R.dual_softmax(sim, 10.0), torch.tensor(owner)[:, None] == torch.arange(4)[None])
     assert rescored["t2v_r1"] == pytest.approx(100 * (t2v_ranks < 1).double().mean().item())
+    match = torch.tensor(owner)[:, None] == torch.arange(4)[None]
+    v2t_ranks = R.query_ranks(R.dual_softmax(sim.t(), 10.0), match.t())           # the transposed matrix, ranked
+    assert rescored["v2t_meanr"] == pytest.approx(v2t_ranks.double().mean().item() + 1)
+    torch.testing.assert_close(R.dual_softmax(sim, 10.0, query_dim=1), R.dual_softmax(sim.t(), 10.0).t())
 
 
 def test_dual_softmax_demotes_a_hub_video():
