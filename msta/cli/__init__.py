@@ -40,6 +40,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(_usage())
         return 0 if args else 2
+    if args[0] == "--version":
+        from msta import __version__
+
+        print(f"msta {__version__}")
+        return 0
     module = _module(args[0])
     if module is None:
         print(f"msta: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
