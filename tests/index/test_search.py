@@ -114,3 +114,27 @@ def test_commands_user_errors(built, tmp_path, capsys):
     assert "--labels is empty" in capsys.readouterr().err
     assert search([str(built), "x", "--ckpt", str(tmp_path / "gone")]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_index_probabilities_equal_the_evaluator(built, index_model, index_world):
+    """The classification engine of the protocols (score_dataset, 2 views) on the same videos gives the same
+    probabilities as the index (the evaluator sums over views; the index averages)."""
+    from msta.data.annotations import read_video_list
+    from msta.data.datasets import build_video_dataset
+    from msta.eval.evaluator import score_dataset
+
+    cfg, model = index_model.cfg, index_model.model
+    items = read_video_list(cfg.data.test_list)
+    dataset = build_video_dataset(items, cfg.data, train=False, num_frames=cfg.model.num_frames,
+                                  image_size=model.image_size, mean=model.image_mean, std=model.image_std,
+                                  views=cfg.eval.views)
+    names = ["a red square", "a green circle", "a blue triangle", "a yellow square"]
+    class_emb = index_model.embed_classes(names, ["a video of {}."])
+    matrix = score_dataset(model, dataset, class_emb, names, batch_size=4)
+    index = VideoIndex(built, model=index_model)
+    probs = index.probabilities(class_emb, index_model.logit_scale())
+    row = {p: i for i, p in enumerate(index.paths)}
+    root = index_world["videos"]
+    ours = torch.stack([probs[row[str(root / path)]] for path in matrix.paths])
+    assert matrix.logits.shape[1] == 2
+    torch.testing.assert_close(ours, matrix.scores / 2, atol=1e-5, rtol=1e-4)
