@@ -3,6 +3,7 @@
 Examples:
     msta-zeroshot --cfg configs/zeroshot_k400.yaml --ckpt runs/zeroshot_k400/best
     msta-zeroshot --cfg zeroshot_hmdb --out runs/eval/clip_baseline              # frozen CLIP baseline
+    msta-zeroshot --cfg zeroshot_k400 --ckpt runs/s1/best runs/s2/best --out runs/eval/zs   # zs/s1, zs/s2
     (python scripts/zeroshot_eval.py ... runs the same from a checkout)
 
 The targets are the configs listed in the config's eval.targets (each naming a dataset's test splits, class
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from msta.cli.common import CliParser, check_out_dir, main_rank, read_checkpoints, run_command, setup_cli_logging
@@ -25,8 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = CliParser(__doc__)
     p.add_argument("--cfg", required=True, help="experiment YAML or a shipped config's name (its model section "
                                                 "builds the model)")
-    p.add_argument("--ckpt", metavar="PATH", help="adapters (run/best, a folder or file); omit for frozen CLIP")
-    p.add_argument("--out", help="output folder (default: <run>/eval_zeroshot)")
+    p.add_argument("--ckpt", nargs="+", default=[], metavar="PATH",
+                   help="adapters (run/best, a folder or file), one or more; omit for frozen CLIP")
+    p.add_argument("--out", help="output folder (default: <run>/eval_zeroshot); with several --ckpt one sub-folder "
+                                 "per checkpoint, named after its run")
     add_device_argument(p)
     return p
 
@@ -35,22 +39,39 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+def _out_dirs(out: str, ckpts: list) -> list[Path]:
+    """``out`` itself for one checkpoint; ``out/<run name>`` for each of several (``runs/k4/best`` -> ``k4``)."""
+    if len(ckpts) == 1:
+        return [Path(out)]
+    names = []
+    for c in ckpts:
+        path = Path(c.path)
+        name = path.parent.name if path.stem in ("best", "last") else path.stem
+        names.append(name if name not in names else f"{name}_{len(names) + 1}")
+    return [Path(out) / n for n in names]
+
+
 def _run(args: argparse.Namespace) -> int:
     setup_cli_logging()
     select_device(args.device)   # a wrong --device fails before any work
     from msta.eval.loading import resolve_config
     from msta.eval.runner import default_out_dir, run_zeroshot, zeroshot_targets
 
-    ckpt = read_checkpoints([args.ckpt])[0] if args.ckpt else None
-    cfg = resolve_config(args.cfg, ckpt, args.opts)
+    if args.out:
+        check_out_dir(args.out)   # before anything is read
+    ckpts = read_checkpoints(args.ckpt) or [None]
+    cfg = resolve_config(args.cfg, ckpts[0], args.opts)
     zeroshot_targets(cfg)   # every target config exists and validates before the model is built
-    check_out_dir(args.out or default_out_dir("zeroshot", ckpt, cfg),
-                  what="--out" if args.out else "the default output folder")
+    outs = _out_dirs(args.out, ckpts) if args.out else [default_out_dir("zeroshot", c, cfg) for c in ckpts]
+    for out in outs:
+        check_out_dir(out, what="--out" if args.out else "the default output folder")
     ensure_pretrained_available(cfg.model.name, cfg.model.pretrained)
     from msta.devices import eval_processes
 
+    records = []
     with eval_processes(args.device) as device:   # under torchrun: each process scores its share, rank 0 writes
-        records = run_zeroshot(cfg, ckpt, args.out, device=device)
+        for ckpt, out in zip(ckpts, outs):
+            records += run_zeroshot(cfg, ckpt, out, device=device)
     for r in records if main_rank() else []:
         m = r.metrics
         half = f"; half-class {m['half_top1_mean']:.2f} ± {m['half_top1_std']:.2f}" if "half_top1_mean" in m else ""

@@ -58,6 +58,22 @@ def test_zeroshot_eval_without_checkpoint_is_frozen_baseline(setup, capsys):
     assert json.loads((root / "base" / "results.json").read_text())["checkpoint"] == ""
 
 
+def test_zeroshot_eval_several_checkpoints(setup, capsys):
+    """--ckpt takes several: each evaluated on every target, one sub-folder per run under --out."""
+    root = setup["root"]
+    second = root / "run2" / "best.pt"
+    second.parent.mkdir(exist_ok=True)
+    second.write_bytes(Path(setup["ckpt"]).read_bytes())
+    code = load_script("zeroshot_eval").main(["--cfg", str(root / "target.yaml"), "--ckpt", str(setup["ckpt"]),
+                                              str(second), "--out", str(root / "zs_many")])
+    assert code == 0
+    first = json.loads((root / "zs_many" / "run" / "results.json").read_text())
+    other = json.loads((root / "zs_many" / "run2" / "results.json").read_text())
+    assert (first["checkpoint"], other["checkpoint"]) == (str(setup["ckpt"]), str(second))
+    assert first["metrics"]["top1_mean"] == other["metrics"]["top1_mean"]          # the same adapters
+    assert capsys.readouterr().out.count("synth: top-1") == 2
+
+
 def test_eval_script_supervised_and_overrides(setup, capsys):
     root = setup["root"]
     code = load_script("eval").main(["--cfg", str(root / "sup.yaml"), "--ckpt", str(setup["ckpt"]),
