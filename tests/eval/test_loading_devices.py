@@ -177,3 +177,55 @@ def test_similarities_stay_fp32_under_autocast(tmp_path):
     bf16 = torch.stack([(scale * o).bfloat16() @ emb.bfloat16().t() for o in outs]).float()
     torch.testing.assert_close(matrix.logits, fp32, atol=1e-4, rtol=1e-5)
     assert (matrix.logits - bf16).abs().max() > 1e-3                              # the test can tell them apart
+
+
+_CUDA = pytest.mark.skipif(not torch.cuda.is_available(),
+                           reason="needs a GPU: run with CUDA_VISIBLE_DEVICES=0 (the suite hides GPUs by default)")
+
+
+@_CUDA
+def test_cuda_bf16_evaluation_and_api_match_the_cpu(tmp_path):
+    """The GPU path for real: the model and inputs on cuda, encoders under bf16 autocast, scores back on the CPU and
+    close to the fp32 CPU scores; the API on cuda predicts the same classes."""
+    import open_clip
+
+    import msta
+    import msta.models  # noqa: F401  (registers msta-tiny with open_clip)
+    from msta import adapters_io as A
+    from msta.config import config_from_dict, config_to_dict
+    from msta.data.datasets import build_video_dataset
+    from msta.eval.evaluator import ClassBank, score_dataset
+    from msta.eval.loading import build_eval_model
+    from tests.eval.test_protocols import CLASSES
+
+    world = make_world(tmp_path / "w")
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("msta-tiny", pretrained=None).state_dict(), tmp_path / "tiny.pt")
+    raw = cfg_dict(world)
+    raw["model"]["pretrained"] = str(tmp_path / "tiny.pt")
+    raw["train"] = {"precision": "bf16"}
+    cfg = config_from_dict(raw)
+    scores = {}
+    for name in ("cpu", "cuda"):
+        device = D.select_device(name)
+        model = build_eval_model(cfg.model, device=device)
+        assert next(model.parameters()).device.type == name
+        ds = build_video_dataset(world["items"], cfg.data, train=False, num_frames=cfg.model.num_frames,
+                                 image_size=model.image_size, mean=model.image_mean, std=model.image_std,
+                                 views=cfg.eval.views)
+        with D.autocast(device, D.autocast_dtype(device, cfg.train.precision)):
+            emb = ClassBank(model)(CLASSES, ["a video of {}."])
+            scores[name] = score_dataset(model, ds, emb, CLASSES, batch_size=4)
+    assert D.autocast_dtype("cuda", "bf16") in (torch.bfloat16, torch.float16)
+    assert scores["cuda"].logits.device.type == "cpu" and scores["cuda"].logits.dtype == torch.float32
+    torch.testing.assert_close(scores["cuda"].logits, scores["cpu"].logits, atol=1.0, rtol=0.05)   # scale ~14
+
+    state = msta.models.build_model(cfg.model).adapter_state_dict()
+    ckpt = A.save_adapters(A.adapter_payload(state_dict=state, config=config_to_dict(cfg), class_names=CLASSES,
+                                             raw_labels=CLASSES, templates=["a video of {}."], step=1, epoch=1),
+                           tmp_path / "run" / "best")
+    video = str(world["videos"] / world["items"][0].path)
+    on_gpu, on_cpu = msta.load(ckpt, device="cuda"), msta.load(ckpt, device="cpu")
+    assert on_gpu.device.type == "cuda" and on_gpu.dtype is not None and on_cpu.dtype is None
+    torch.testing.assert_close(on_gpu.classify(video), on_cpu.classify(video), atol=0.1, rtol=0.1)
+    assert on_gpu.encode_text("a video of red square").device.type == "cpu"
