@@ -78,7 +78,7 @@ class Backend:
         """Ranks ``labels_text`` (comma- or line-separated class names) for the video file ``video``.
 
         Raises:
-            msta.errors.UsageError: no video or no labels; msta.data.decoding.VideoDecodeError: unreadable video.
+            msta.errors.UsageError: no video, no labels, or a video that cannot be read (the reason).
         """
         from msta.errors import UsageError
 
@@ -87,10 +87,16 @@ class Backend:
             raise UsageError("choose a video first (upload one, or type the path of one on this machine)")
         if not labels:
             raise UsageError("type one or more class names, separated by commas")
+        from msta.data.decoding import VideoDecodeError
+
         model = self.model(choice)
-        probs = model.video_model.classify([Path(video)], labels=labels)[0]        # (C,)
+        try:
+            probs = model.video_model.classify([Path(video)], labels=labels)[0]        # (C,)
+            frames = self.sampled_frames(model, video)
+        except VideoDecodeError as e:
+            raise UsageError(f"cannot read {video}: {e.reason}" + (f" ({e.detail})" if e.detail else "")) from e
         order = probs.argsort(descending=True).tolist()
-        return Classified([(labels[i], float(probs[i])) for i in order], self.sampled_frames(model, video))
+        return Classified([(labels[i], float(probs[i])) for i in order], frames)
 
     @staticmethod
     def sampled_frames(model, video: str) -> list[np.ndarray]:

@@ -40,6 +40,10 @@ def test_user_mistakes_are_messages(backend, tmp_path):
         backend.classify(FROZEN, "", "a, b")
     with pytest.raises(UsageError, match="type one or more class names"):
         backend.classify(FROZEN, "x.mp4", " , ")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    with pytest.raises(UsageError, match="cannot read .*broken.mp4: undecodable"):
+        backend.classify(backend.choices[0], str(broken), "a, b")
     with pytest.raises(UsageError, match="type what to look for"):
         backend.search(backend.indexes[0], "  ")
     with pytest.raises(UserError, match="no index file"):
