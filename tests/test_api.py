@@ -208,3 +208,15 @@ def test_a_trained_run_writes_adapters_folders_that_load(tmp_path, monkeypatch):
     videos = sorted(str(p) for p in (tmp_path / "data").rglob("*.mp4"))[:2]
     preds = model.predict(videos, topk=2)
     assert all(p.ok and p.top[0][0] in model.classes for p in preds)
+
+
+def test_frozen_viclip_by_name(world):
+    """msta.load takes the ViCLIP names of the model factory as it takes open_clip ones."""
+    viclip = msta.load("viclip-tiny", opts=["model.num_frames=4"], device="cpu")
+    assert viclip.cfg.model.name == "viclip-tiny" and viclip.checkpoint is None
+    paths = _videos(world, 2)
+    preds = viclip.predict(paths, labels=NAMES[:3], topk=2)
+    assert all(p.ok and len(p.top) == 2 for p in preds)
+    v, t = viclip.encode_video(paths), viclip.encode_text(NAMES[:3])
+    torch.testing.assert_close(v.norm(dim=-1), torch.ones(2))
+    assert t.shape == (3, v.shape[1])
