@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from msta.cli.common import LOG_DATEFMT, LOG_FORMAT, CliParser, check_out_file, run_command
+from msta.cli.common import CliParser, check_out_file, run_command, setup_cli_logging
 from msta.errors import UsageError
 from msta.text.generator import PROMPT_VERSION, GeneratorOptions, generate_prompts_file
 
@@ -39,9 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(a: argparse.Namespace) -> int:
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATEFMT)  # every request is news here
+    setup_cli_logging()
     check_out_file(a.out)
     try:
         opts = GeneratorOptions(base_url=a.base_url, model=a.model, api_key_env=a.api_key_env,

@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the importer; returns the exit status (0 written, 2 user error)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from msta.cli.common import setup_cli_logging
+
+    setup_cli_logging()   # the one log format of every msta command
     out = Path(args.out)
     try:
         classes = import_descriptions(args.classes, args.spatial, args.temporal, dataset=args.dataset or out.stem,
