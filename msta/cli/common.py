@@ -39,7 +39,7 @@ _logger = logging.getLogger("msta.cli")
 
 class CliParser(argparse.ArgumentParser):
     """An ArgumentParser with the msta conventions: ``--opts`` (KEY=VALUE tokens only, repeatable), ``--debug``,
-    usage errors as exit 2 (argparse's own), and the examples of ``examples`` at the end of ``--help``.
+    usage errors as exit 2 (argparse's own), and the command's docstring (with its examples) in ``--help``.
 
     Args:
         prog_doc: the command module's docstring; its first line is the description and the rest the epilog.
