@@ -313,7 +313,18 @@ def _check_state_dict(path: Path, state: Any) -> dict[str, torch.Tensor]:
     return state
 
 
-def _read_folder(folder: Path) -> dict:
+def _read_folder(folder: Path, *, retry: bool = True) -> dict:
+    """Reads an adapters folder; once more when the pair looks mixed, since training may be swapping it right now."""
+    try:
+        return _read_folder_once(folder)
+    except (AdaptersFileError, FileNotFoundError) as e:
+        if not retry or not (isinstance(e, FileNotFoundError) or "sha256" in str(e)):
+            raise
+        _logger.debug("re-reading %s (%s)", folder, e)
+        return _read_folder(folder, retry=False)
+
+
+def _read_folder_once(folder: Path) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load
 
