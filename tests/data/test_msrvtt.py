@@ -98,10 +98,18 @@ def test_cli_registers_msrvtt_and_exits_1_on_missing_videos(release, tmp_path, c
     touch(release / "videos" / "all" / "video3.mp4")
     assert prepare_main(["msrvtt", "--root", str(release), "--out", str(tmp_path / "lists")]) == 0
     capsys.readouterr()
-    assert prepare_main(["msrvtt", "--root", str(release), "--out", str(tmp_path / "x"), "--protocols"]) == 2
+    assert _exit_code(["msrvtt", "--root", str(release), "--out", str(tmp_path / "x"), "--protocols"]) == 2
     assert "msrvtt has none" in capsys.readouterr().err
-    assert prepare_main(["msrvtt", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")]) == 2
+    assert _exit_code(["msrvtt", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def _exit_code(argv) -> int:
+    """The command's exit code, whether a usage error ends it through argparse (SystemExit) or a return."""
+    try:
+        return prepare_main(argv)
+    except SystemExit as e:
+        return e.code
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ""])

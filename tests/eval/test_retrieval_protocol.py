@@ -139,3 +139,22 @@ def test_runner_and_cli_write_the_retrieval_results(world, tmp_path, capsys):
     assert out.startswith("retrieval synth [frozen CLIP") and "t2v_r1" in out
     assert json.loads((tmp_path / "cli" / "results.json").read_text())["metrics"] == pytest.approx(
         records[0].metrics)
+
+
+@pytest.mark.parametrize("name, model", [("retrieval_msrvtt.yaml", ("ViT-B-16", "openai")),
+                                         ("retrieval_msrvtt_viclip.yaml", ("viclip-b16", None))])
+def test_shipped_retrieval_configs_read_the_preparers_outputs(name, model):
+    from msta.config import load_config
+    from msta.data.msrvtt import SPLITS
+
+    cfg = load_config(Path(__file__).parents[2] / "configs" / name)
+    assert cfg.model.name == model[0] and (model[1] is None or cfg.model.pretrained == model[1])
+    assert cfg.data.root == "data/msrvtt" and cfg.data.class_table == ""
+    lists = {cfg.data.train_list, cfg.data.test_list}
+    assert lists == {"data/msrvtt/lists/train_9k.txt", "data/msrvtt/lists/test_1k.txt"}
+    assert {Path(p).stem for p in lists} <= set(SPLITS)            # the file names prepare_data msrvtt writes
+    assert (cfg.loss.kind, cfg.loss.negatives, cfg.loss.consistency) == ("infonce", "global", False)
+    assert cfg.eval.protocol == "retrieval" and (cfg.eval.views.clips, cfg.eval.views.crops) == (1, 1)
+    m = cfg.model.msta
+    assert m.enabled and m.text and m.vision and m.dim == 128 and cfg.model.num_frames == 8
+    assert (cfg.data.color_jitter, cfg.data.grayscale, cfg.data.flip) == (0.0, 0.0, False)
