@@ -185,7 +185,7 @@ def prepare_kinetics(root: str | os.PathLike, name: str = "k400") -> PreparedDat
     _require(list(csvs), "Kinetics annotation CSVs (train.csv, validate.csv, test.csv)", root)
     rows: dict[str, list[tuple[str, str]]] = {}
     for split, f in csvs.items():
-        with open(f, newline="", encoding="utf-8") as fh:
+        with open(f, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             cols = set(reader.fieldnames or [])
             if not {"youtube_id", "time_start", "time_end"} <= cols:

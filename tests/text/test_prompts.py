@@ -189,3 +189,16 @@ def test_prompt_set_is_frozen_and_keyword_built():
     assert ps.render() == ["x a b.", "y a b."] and ps.num_classes == 1 and ps.num_templates == 2
     with pytest.raises(AttributeError):
         ps.names = []
+
+
+def test_labels_and_texts_starting_with_hash_round_trip_and_a_bom_is_read(tmp_path):
+    """Issue 13 item 2 for the prompt readers: YAML's `#` comments never swallow a label or a description."""
+    classes = {"#20_rhythm_clap": {"name": "# clapping", "spatial": ["# a crowd (live) & a stage", "it's loud"],
+                                   "temporal": ["#1 raising the hands", "bringing them together"]}}
+    path = write_prompts_file(tmp_path / "hashes.yaml", "hashes", classes)
+    assert read_prompts_file(path)[1] == classes
+    (tmp_path / "templates.yaml").write_bytes('\ufeffdefault: ["a video of {}."]\n'.encode("utf-8"))
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # saved again by an editor that adds a BOM
+    ps = load_prompts(tmp_path, "hashes", ["#20_rhythm_clap"])
+    assert ps.names == ["# clapping"] and ps.spatial[0][0] == "# a crowd (live) & a stage"
+    assert ps.templates == ["a video of {}."]
