@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from msta.engine.distributed import all_gather_tensor, all_reduce_sum
 from msta.engine.loaders import EvalSampler
 from msta.engine.objective import model_forward, to_device
-from msta.eval.metrics import retrieval_recall
+from msta.eval.retrieval import retrieval_metrics
 
 __all__ = ["Selection", "top1_selection", "retrieval_selection", "evaluate_top1", "evaluate_retrieval"]
 
@@ -118,14 +118,15 @@ def evaluate_retrieval(engine, loader, tokenize: Callable[[list[str]], torch.Ten
     """Text <-> video retrieval on `loader`'s caption dataset (`CaptionDataset`, one item per video).
 
     Every video (its views' normalised embeddings averaged) and every caption are embedded by the adapted model,
-    the embeddings are gathered from all ranks, and Recall@K is computed with all captions of a video as its
-    positives (`retrieval_recall`, pessimistic ties). A bad video (replaced by the dataset) leaves the gallery
-    together with its captions. Collective: videos are sharded by the loader's `EvalSampler`, captions in the same
-    strided way, padded so that every rank runs the same number of forwards.
+    the embeddings are gathered from all ranks, and the ranks are computed with all captions of a video as its
+    positives (`msta.eval.retrieval.retrieval_metrics`, pessimistic ties). A bad video (replaced by the dataset)
+    leaves the gallery together with its captions. Collective: videos are sharded by the loader's `EvalSampler`,
+    captions in the same strided way, padded so that every rank runs the same number of forwards.
 
     Returns:
-        {"t2v_r1", "t2v_r5", "t2v_r10", "v2t_r1", "v2t_r5", "v2t_r10", "mean_r1", "num_videos", "num_captions"}:
-        percentages, mean_r1 = (t2v_r1 + v2t_r1) / 2; counts of the videos and captions scored.
+        {"t2v_r1", "t2v_r5", "t2v_r10", "t2v_medr", "t2v_meanr", the same for v2t_, "mean_r1", "rsum",
+        "num_videos", "num_captions"}: recalls in %, median / mean ranks (1-based), mean_r1 = (t2v_r1 + v2t_r1) / 2;
+        counts of the videos and captions scored.
     """
     dataset, sampler = loader.dataset, loader.sampler
     rank, world = (sampler.rank, sampler.world_size) if isinstance(sampler, EvalSampler) else (0, 1)
@@ -154,8 +155,6 @@ def evaluate_retrieval(engine, loader, tokenize: Callable[[list[str]], torch.Ten
 
     keep = ok[owner]
     sim = (text_emb[keep.to(text_emb.device)] @ video_emb[ok.to(video_emb.device)].t()).cpu()   # (Q', N')
-    match = owner[keep][:, None] == ok.nonzero().flatten()[None, :]
-    t2v, v2t = retrieval_recall(sim, match), retrieval_recall(sim.t(), match.t())
-    metrics = {**{f"t2v_{k}": v for k, v in t2v.items()}, **{f"v2t_{k}": v for k, v in v2t.items()}}
-    metrics["mean_r1"] = (t2v["r1"] + v2t["r1"]) / 2
+    column = torch.cumsum(ok.long(), 0) - 1                          # video position -> its column among the good
+    metrics = retrieval_metrics(sim, column[owner[keep]])   # t2v_/v2t_ r1 r5 r10 medr meanr, mean_r1, rsum
     return {**metrics, "num_videos": float(ok.sum()), "num_captions": float(keep.sum())}
