@@ -74,6 +74,11 @@ def _run(args: argparse.Namespace) -> int:
             records += run_zeroshot(cfg, ckpt, out, device=device)
     for r in records if main_rank() else []:
         m = r.metrics
+        if r.protocol == "retrieval":
+            t2v, v2t = (m.get(k, m.get(f"{k}_mean")) for k in ("t2v_r1", "v2t_r1"))   # one split, or the mean
+            print(f"{r.dataset}: text->video R@1 {t2v:.2f}, video->text R@1 {v2t:.2f} "
+                  f"[{r.checkpoint or 'frozen CLIP'}; {r.num_frames} frames, {r.num_videos} videos]")
+            continue
         half = f"; half-class {m['half_top1_mean']:.2f} ± {m['half_top1_std']:.2f}" if "half_top1_mean" in m else ""
         print(f"{r.dataset}: top-1 {m['top1_mean']:.2f} ± {m['top1_std']:.2f} over {len(r.split_files)} splits{half} "
               f"[{r.checkpoint or 'frozen CLIP'}; {r.num_frames} frames, {r.views['clips']}x{r.views['crops']} views]")

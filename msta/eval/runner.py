@@ -179,7 +179,10 @@ def _run_zeroshot(cfg: ExperimentCfg, checkpoint: Optional[LoadedCheckpoint], ou
         where = out / target.data.dataset if len(targets) > 1 else out
         if path:
             _logger.info("zero-shot target %s (%s)", target.data.dataset, path)
-        records.append(P.zeroshot(tcfg, model, checkpoint=checkpoint, out_dir=where, bank=bank))
+        if tcfg.eval.protocol == "retrieval":     # a caption-list target: zero-shot text <-> video retrieval
+            records.append(P.retrieval(tcfg, model, checkpoint=checkpoint, out_dir=where))
+        else:
+            records.append(P.zeroshot(tcfg, model, checkpoint=checkpoint, out_dir=where, bank=bank))
     if len(records) > 1 and world()[0] == 0:
         rows = {r.dataset: {"top1": r.metrics.get("top1_mean"), "±": r.metrics.get("top1_std"),
                             "half-class top1": r.metrics.get("half_top1_mean")} for r in records}

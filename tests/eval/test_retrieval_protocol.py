@@ -140,6 +140,13 @@ def test_runner_and_cli_write_the_retrieval_results(world, tmp_path, capsys):
     assert json.loads((tmp_path / "cli" / "results.json").read_text())["metrics"] == pytest.approx(
         records[0].metrics)
 
+    from msta.cli.zeroshot_eval import main as zeroshot_main
+
+    torch.manual_seed(0)     # zeroshot_eval on a retrieval config: the zero-shot retrieval of the frozen model
+    assert zeroshot_main(["--cfg", str(path), "--out", str(tmp_path / "zs")]) == 0
+    assert capsys.readouterr().out.startswith("synth: text->video R@1 ")
+    assert json.loads((tmp_path / "zs" / "results.json").read_text())["metrics"] == pytest.approx(records[0].metrics)
+
 
 @pytest.mark.parametrize("name, model", [("retrieval_msrvtt.yaml", ("ViT-B-16", "openai")),
                                          ("retrieval_msrvtt_viclip.yaml", ("viclip-b16", None))])
