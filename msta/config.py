@@ -137,6 +137,7 @@ class DataCfg:
     val_fraction: float = 0.1                 # part of the training data held out for model selection
     select_on: str = "val"                    # "val" (held out from train) or "test" (the peers' habit; reported)
     input_size: int = 224                     # crop size fed to the model (the model's image size)
+    eval_resize: str = "crop"                 # eval frames: "crop" (CLIP) or "squash" (ViCLIP: bicubic, no crop)
     sampling: str = "segment"                 # "segment" (TSN) or "dense"
     stride: int = 2                           # dense sampling stride
     backend: str = "decord"                   # "decord" or "pyav"
@@ -158,6 +159,9 @@ class DataCfg:
         _check(0.0 <= self.max_bad_fraction <= 1.0,
                f"data.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
         _check(self.input_size > 0, f"data.input_size must be > 0, got {self.input_size}")
+        _check(self.eval_resize in ("crop", "squash"),
+               f"data.eval_resize must be 'crop' (short side, centre crop) or 'squash' (whole frame to the input "
+               f"size, bicubic, no crop: ViCLIP's), got {self.eval_resize!r}")
         _check(self.min_frames >= 1, f"data.min_frames must be >= 1, got {self.min_frames}")
 
 

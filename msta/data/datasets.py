@@ -201,7 +201,7 @@ def build_video_dataset(items: Sequence[VideoItem] | Sequence[CaptionedVideo], c
         transform = TrainTransform(size, flip=cfg.flip, color_jitter=cfg.color_jitter, grayscale=cfg.grayscale,
                                    mean=mean, std=std)
     else:
-        transform = EvalTransform(size, crops=views.crops, mean=mean, std=std)
+        transform = EvalTransform(size, crops=views.crops, mean=mean, std=std, resize=cfg.eval_resize)
     return dataset_cls(items, cfg.root, num_frames=num_frames, transform=transform, train=train,
                         sampling=cfg.sampling, stride=cfg.stride, num_clips=views.clips, backend=cfg.backend,
                         seed=cfg.seed if seed is None else seed, min_frames=cfg.min_frames,

@@ -177,20 +177,40 @@ class EvalTransform:
             after resizing the short side to `size`).
         short_side: override the resize target (default round(size * 256 / 224) for 1 crop, size for 3).
         mean, std: normalisation (default OpenAI CLIP).
+        resize: "crop" (the above) or "squash" (ViCLIP's evaluation: the whole frame resized to size x size,
+            bicubic, aspect ratio not kept, no crop; with 3 crops the short side goes to `size`, bicubic, and the
+            three crops are taken as above).
     """
 
     def __init__(self, size: int, *, crops: int = 1, short_side: Optional[int] = None,
-                 mean: Sequence[float] = OPENAI_CLIP_MEAN, std: Sequence[float] = OPENAI_CLIP_STD):
+                 mean: Sequence[float] = OPENAI_CLIP_MEAN, std: Sequence[float] = OPENAI_CLIP_STD,
+                 resize: str = "crop"):
         if crops not in (1, 3):
             raise ValueError(f"test crops must be 1 or 3, got {crops} (config key views.crops)")
-        self.size, self.crops = size, crops
+        if resize not in ("crop", "squash"):
+            raise ValueError(f"eval resize must be 'crop' or 'squash', got {resize!r} (config key data.eval_resize)")
+        self.size, self.crops, self.resize = size, crops, resize
         self.short_side = short_side or (size if crops == 3 else int(round(size * 256 / 224)))
+        if resize == "squash":
+            # no short-side resize while decoding: the frame is resampled once, to size x size (or short side)
+            self.short_side = None if crops == 1 else (short_side or size)
         self.mean, self.std = tuple(mean), tuple(std)
 
     def __call__(self, clip: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """clip: (T, 3, H, W) uint8 -> (crops, T, 3, size, size) float32. `generator` is unused."""
         _check_clip(clip)
-        clip = resize_short_side(clip, self.short_side)
+        if self.resize == "squash":
+            bicubic = F.InterpolationMode.BICUBIC
+            if self.crops == 1:
+                out = F.resize(clip, [self.size, self.size], interpolation=bicubic, antialias=True)  # uint8 stays
+                return normalize_clip(out[None], self.mean, self.std)
+            h, w = clip.shape[-2:]
+            if min(h, w) != self.short_side:
+                scale = self.short_side / min(h, w)
+                clip = F.resize(clip, [max(1, round(h * scale)), max(1, round(w * scale))], interpolation=bicubic,
+                                antialias=True)
+        else:
+            clip = resize_short_side(clip, self.short_side)
         h, w = clip.shape[-2:]
         boxes = [center_crop_box(h, w, self.size)] if self.crops == 1 else three_crop_boxes(h, w, self.size)
         views = [F.resized_crop(clip, t, l, ch, cw, [self.size, self.size], antialias=True) if (ch, cw) != (
