@@ -1,4 +1,6 @@
 """Atomic checkpoints: a crash at any point of a write leaves the previous complete checkpoint loadable."""
+import os
+
 import pytest
 import torch
 
@@ -82,3 +84,35 @@ def test_load_adapters_errors(tmp_path):
     torch.save({"x": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not an msta adapters file"):
         ckpt.load_adapters(tmp_path / "other.pt")
+
+
+def test_rng_files_are_data_and_old_ones_still_read(tmp_path):
+    import pickle
+    import random
+
+    import numpy as np
+
+    path = ckpt.atomic_torch_save(ckpt.rng_state(), tmp_path / "rng_rank0.pt")
+    torch.load(path, weights_only=True)  # plain tensors, numbers and strings
+    expected = (torch.rand(3), np.random.rand(2), random.random())
+    ckpt.set_rng_state(ckpt.load_rng_state(path))
+    got = (torch.rand(3), np.random.rand(2), random.random())
+    assert torch.equal(expected[0], got[0]) and (expected[1] == got[1]).all() and expected[2] == got[2]
+
+    old = tmp_path / "old_rng.pt"  # as written before: numpy's state tuple and Python's tuple inside
+    torch.save({"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                "cuda": None}, old)
+    expected = np.random.rand(2)
+    ckpt.set_rng_state(ckpt.load_rng_state(old))
+    assert (np.random.rand(2) == expected).all()
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    crafted = tmp_path / "rng_rank1.pt"
+    with open(crafted, "wb") as f:
+        pickle.dump({"torch": Exploit()}, f, protocol=2)
+    with pytest.raises(ValueError, match=r"rng_rank1\.pt is not an RNG state msta can read as data"):
+        ckpt.load_rng_state(crafted)
+    assert not (tmp_path / "pwned").exists()
