@@ -165,3 +165,53 @@ def test_shipped_retrieval_configs_read_the_preparers_outputs(name, model):
     m = cfg.model.msta
     assert m.enabled and m.text and m.vision and m.dim == 128 and cfg.model.num_frames == 8
     assert (cfg.data.color_jitter, cfg.data.grayscale, cfg.data.flip) == (0.0, 0.0, False)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_retrieval_sharded_over_two_processes_equals_one(world, tmp_path):
+    """msta.cli.eval --protocol retrieval under torchrun (2 gloo processes, each embedding its share of the batches,
+    one undecodable video in a shard) writes the same results.json as one process."""
+    import shutil
+    import subprocess
+    import sys
+
+    import open_clip
+    import yaml
+
+    import msta.models  # noqa: F401  (registers msta-tiny with open_clip)
+    from msta.config import config_to_dict
+    from msta.engine.distributed import free_port
+    from tests.engine.helpers import REPO, env
+
+    videos = tmp_path / "videos"
+    shutil.copytree(world["videos"], videos)
+    (videos / "broken.mp4").write_bytes(b"\x00" * 64)
+    lines = Path(world["test"]).read_text().splitlines()
+    lines.insert(5, "broken.mp4\ta clip that cannot be decoded")          # 10 videos, batch 4: 3 batches
+    test_list = tmp_path / "test_captions.txt"
+    test_list.write_text("\n".join(lines) + "\n")
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("msta-tiny", pretrained=None).state_dict(), tmp_path / "tiny.pt")
+    raw = config_to_dict(_cfg({**world, "videos": videos, "test": test_list}, dual_softmax=1.0))
+    raw["model"]["pretrained"] = str(tmp_path / "tiny.pt")              # both runs build the same backbone
+    raw["data"]["max_bad_fraction"] = 0.2
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(raw))
+
+    def run(nproc: int, out: str) -> subprocess.CompletedProcess:
+        launch = ([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+                   "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m"] if nproc > 1
+                  else [sys.executable, "-m"])
+        done = subprocess.run([*launch, "msta.cli.eval", "--cfg", str(tmp_path / "eval.yaml"), "--protocol",
+                               "retrieval", "--device", "cpu", "--out", str(tmp_path / out)], env=env(tmp_path),
+                              capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    run(1, "one")
+    two = run(2, "two")
+    assert two.stdout.count("retrieval synth") == 1                       # rank 0 prints and writes
+    a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    a.pop("created"), b.pop("created")
+    assert a == b
+    assert a["num_videos"] == 9 and a["num_bad_videos"] == 1 and "dsl_t2v_r1" in a["metrics"]
