@@ -133,5 +133,5 @@ def progress_bar(total: int, initial: int, enabled: bool):
     """A tqdm bar over optimiser steps on rank 0 when stderr is a terminal (log files get the step lines only)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, disable=not (enabled and sys.stderr.isatty()), unit="step", dynamic_ncols=True, leave=False,
-                file=sys.stderr)
+    return tqdm(total=total, initial=initial, disable=not (enabled and sys.stderr.isatty()), unit="step",
+                dynamic_ncols=True, leave=False, file=sys.stderr)

@@ -191,7 +191,8 @@ def _lock(path: Path, notes: list[str]) -> int:
     holder = _read_holder(fd)
     if holder.get("pid") and holder.get("pid") != os.getpid():
         alive = holder.get("host") == socket.gethostname() and _pid_alive(int(holder["pid"]))
-        notes.append(f"{lock}: a stale lock of pid {holder['pid']} ({'a process that no longer holds it' if alive else 'no longer running'}) was left; taken over")
+        state = "a process that no longer holds it" if alive else "no longer running"
+        notes.append(f"{lock}: a stale lock of pid {holder['pid']} ({state}) was left; taken over")
     os.ftruncate(fd, 0)
     os.lseek(fd, 0, os.SEEK_SET)
     os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
@@ -283,7 +284,8 @@ def _pick_checkpoint(resume: str, path: Path, notes: list[str]) -> Optional[Path
         problem = ckpt.check_checkpoint(folder)
         if problem:
             raise RunDirError(f"--resume {resume}: the checkpoint is damaged: {folder / problem}. "
-                              f"Resume from another one ({[d.name for d in ckpt.list_complete(path)]}) or --resume auto")
+                              f"Resume from another one ({[d.name for d in ckpt.list_complete(path)]}) or "
+                              "--resume auto")
         return folder
     done = ckpt.list_complete(path)
     if not done:
@@ -404,4 +406,5 @@ def _truncate_metrics(path: Path, step: int, notes: list[str]) -> None:
     tmp = metrics.with_name(f".{metrics.name}.tmp-{os.getpid()}")
     tmp.write_text("".join(keep))
     os.replace(tmp, metrics)
-    notes.append(f"{metrics}: {len(drop)} rows of steps after {step} (repeated by this run) moved to {REPLACED_METRICS}")
+    notes.append(f"{metrics}: {len(drop)} rows of steps after {step} (repeated by this run) moved to "
+                 f"{REPLACED_METRICS}")

@@ -102,7 +102,8 @@ class Trainer:
             for micro_batches in self._optimizer_steps(epoch):
                 lr = self.schedule(self.state.step)
                 if not math.isfinite(lr):
-                    self._stop_non_finite(f"the learning rate is {lr} (optim.lr={getattr(self.schedule, 'base_lr', '?')})")
+                    base = getattr(self.schedule, "base_lr", "?")
+                    self._stop_non_finite(f"the learning rate is {lr} (optim.lr={base})")
                 losses = self._train_step(micro_batches, lr)
                 self._check_finite(losses, lr)
                 self.state.step += 1

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from msta.engine.checkpoint import check_checkpoint, checkpoint_dir, find_last_complete, list_complete, load_adapters, read_marker
+from msta.engine.checkpoint import (check_checkpoint, checkpoint_dir, find_last_complete, list_complete, load_adapters,
+                                    read_marker)
 from tests.engine.helpers import REPO, env, run_train, tiny_config, write_dataset
 
 pytestmark = pytest.mark.slow
