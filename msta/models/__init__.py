@@ -1,4 +1,6 @@
-"""Models: adapters (MSTA, ST-Adapter), their injection into open_clip blocks, VideoCLIP and build_model.
+"""Models: adapters (MSTA, ST-Adapter), their injection into a backbone's blocks, VideoCLIP and build_model.
+
+Backbones (open_clip CLIP ViTs, ViCLIP) live in :mod:`msta.models.backbones`, behind one interface.
 
 Importing this package registers msta's tiny open_clip configs (``msta-tiny``, ``msta-demo``).
 """
