@@ -352,7 +352,8 @@ def _check_config(cfg: ExperimentCfg, path: Path, run: RunDir, allow: bool) -> N
     new = config_to_dict(cfg)
     if not saved.is_file():
         dump_config(cfg, saved)
-        run.notes.append(f"resume: {saved} was missing; wrote this run's config")
+        if run.start is not None:
+            run.notes.append(f"resume: {saved} was missing; wrote this run's config")
         return
     try:
         old_raw = yaml.safe_load(saved.read_text()) or {}

@@ -140,5 +140,8 @@ def test_sigkill_then_resume_auto_matches_uninterrupted(tmp_path, data_keys, ref
     ref, got = load_adapters(reference / "last.pt"), load_adapters(run / "last.pt")
     for k, v in ref["state_dict"].items():
         torch.testing.assert_close(got["state_dict"][k], v, atol=0, rtol=0, msg=k)
-    resumed = _losses(run)  # metrics.jsonl holds the killed run's steps and then the resumed ones
+    resumed = _losses(run)  # metrics.jsonl: the killed run's steps up to its checkpoint, then the resumed ones
     assert resumed[-3:] == pytest.approx(_losses(reference)[-3:], rel=1e-6)
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["split"] == "train"]
+    assert steps == list(range(1, 13))  # one row per step: the replayed steps are not logged twice
