@@ -81,15 +81,20 @@ def format_report(result: dict) -> str:
     parts.append(f"machine: {m.get('cpu')} ({m.get('cpus')} CPUs), torch {m.get('torch')}, "
                  f"{result.get('settings', {}).get('threads')} threads, load average {' '.join(m.get('loadavg', []))}"
                  f" -> {' '.join(m.get('loadavg_end', []))}")
-    if "train" in result:
+    if "peaks" in result:
         p = result["peaks"]
         parts.append(f"matmul peaks (measured, best of before/after): fp32 {p['fp32_flops_per_s'] / 1e9:.1f} GFLOP/s, "
                      f"bf16 {p['bf16_flops_per_s'] / 1e9:.1f} GFLOP/s; CPU flags "
                      + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in p.get("cpu_flags", {}).items()))
+    if "train" in result:
         parts.append("### train step\n\n" + _train_table(result["train"]))
         extra = [[r["name"], _f(r.get("bf16_speedup"))] for r in result["train"] if r["precision"] == "bf16"]
         if extra:
             parts.append(_table(["config", "bf16 speed-up (fp32 s / bf16 s)"], extra))
+    if "viclip" in result:
+        from msta.bench.viclip_bench import viclip_table
+        parts.append("### ViCLIP-B/16 train step (joint space-time attention) vs frame-wise CLIP\n\n"
+                     + viclip_table(result["viclip"]))
     if "eval" in result:
         e = result["eval"]
         modes = ("batched_views", "per_view", "text_per_batch")

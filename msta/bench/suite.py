@@ -27,7 +27,7 @@ __all__ = ["GROUPS", "train_specs", "eval_spec", "data_spec", "ckpt_specs", "run
 
 _logger = logging.getLogger(__name__)
 
-GROUPS = ("train", "eval", "data", "ckpt", "index", "retrieval")
+GROUPS = ("train", "eval", "data", "ckpt", "index", "retrieval", "viclip")
 
 # each DESIGN §3 switch off in turn (the description cache means: targets once per run vs every step)
 ABLATIONS: dict[str, dict] = {
@@ -179,6 +179,12 @@ def _jobs(groups: Sequence[str], tiny: bool, steps: Optional[int], only: Optiona
         jobs.append(("peaks", _peak_spec(tiny)))
         jobs += [("train", s.to_dict()) for s in train_specs(tiny, steps, precisions) if _selected(s.name, only)]
         jobs.append(("peaks", _peak_spec(tiny)))
+    if "viclip" in groups:
+        # ViCLIP-B/16 all on / all off and the frame-wise CLIP step, between their own peaks (msta.bench.viclip_bench)
+        from msta.bench.viclip_bench import viclip_specs
+        jobs.append(("peaks", _peak_spec(tiny)))
+        jobs += [("train", s.to_dict()) for s in viclip_specs(tiny, steps)]
+        jobs.append(("peaks", _peak_spec(tiny)))
     if "eval" in groups:
         jobs.append(("eval", eval_spec(tiny).to_dict()))
     if "data" in groups:
@@ -234,7 +240,13 @@ def run_suite(groups: Sequence[str] = GROUPS, *, tiny: bool = False, steps: Opti
         for row in rows:
             row["all_on"] = TrainSpec.from_dict({k: row[k] for k in TrainSpec().to_dict()}).all_on
         derive_train(rows, best)
-        result["peaks"], result["train"] = best, rows
+        from msta.bench.viclip_bench import is_viclip_row, viclip_summary
+        if any(is_viclip_row(r) for r in rows):
+            result["viclip"] = viclip_summary([r for r in rows if is_viclip_row(r)])
+            rows = [r for r in rows if not is_viclip_row(r)]
+        result["peaks"] = best
+        if rows or "train" in groups:
+            result["train"] = rows
     for o in outputs:
         if o["kind"] in ("eval", "data", "index", "retrieval"):
             result[o["kind"]] = o
