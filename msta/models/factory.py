@@ -7,9 +7,13 @@ The only place that resolves weight sources: ``cfg.pretrained`` is None (random 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from pathlib import Path
+from typing import Iterator
+
+import torch
 
 from msta.config import ModelCfg
 from msta.models.backbones import is_viclip_name
@@ -51,6 +55,35 @@ def build_model(cfg: ModelCfg) -> VideoCLIP:
         ConfigError: unknown or unsupported model name (with close names), a model.quick_gelu contradicting the tag.
         ValueError: a missing weights file, an unknown tag, or an adapter range beyond the model's blocks.
     """
+    with _fixed_random_init(cfg.pretrained):
+        clip, tokenizer, pretrained = _build_backbone(cfg)
+    model = VideoCLIP(clip, cfg, tokenizer)
+    model.freeze_backbone()
+    report = model.param_report()
+    _logger.info("built %s (weights: %s) adapters: %s", cfg.name, pretrained or "random init",
+                 "; ".join(report.blocks) or "none")
+    _logger.info(report.line())
+    return model
+
+
+@contextlib.contextmanager
+def _fixed_random_init(pretrained: str | None) -> Iterator[None]:
+    """Random-init backbones are drawn from seed 0, whatever the caller's RNG state.
+
+    Why: an adapters file of a run on a random backbone (tests, experiments) records only ``pretrained: null``;
+    every later build (evaluation, predict, another process) must give the same backbone for the adapters to mean
+    anything. The caller's RNG stream (and so the adapters' own initialisation) is left untouched.
+    """
+    if pretrained:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield
+
+
+def _build_backbone(cfg: ModelCfg):
+    """Returns (clip module, tokenizer, resolved weights source) for ``cfg``."""
     if is_viclip_name(cfg.name):
         from msta.models.backbones.viclip_weights import build_viclip, viclip_tokenizer
         clip = build_viclip(cfg.name, cfg.pretrained, cfg.quick_gelu)
@@ -66,10 +99,4 @@ def build_model(cfg: ModelCfg) -> VideoCLIP:
         # DeepSpeed's initial broadcast views every parameter as bytes, which fails for 0-dim tensors
         make_logit_scale_1d(clip)
         tokenizer = _tokenizer(cfg.name)
-    model = VideoCLIP(clip, cfg, tokenizer)
-    model.freeze_backbone()
-    report = model.param_report()
-    _logger.info("built %s (weights: %s) adapters: %s", cfg.name, pretrained or "random init",
-                 "; ".join(report.blocks) or "none")
-    _logger.info(report.line())
-    return model
+    return clip, tokenizer, pretrained

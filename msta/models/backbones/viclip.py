@@ -9,8 +9,8 @@ spatial ``positional_embedding`` (its row 0 is the CLS slot) and the learned ``t
 their frame; one CLS token per clip (class_embedding + positional_embedding[0], no temporal embedding); the sequence
 is ``[CLS, patches]`` with the patches **patch-major, time-minor** (token ``1 + n*T + t``), ``ln_pre``, full joint
 attention without a mask, ``ln_post``; the video feature is token 0 @ ``proj``. T = 1 adds the mean of the stored
-temporal embeddings; more frames than stored interpolate them linearly over time, fewer take the first T (the
-released training code's resize of the table), both logged. Training-time token masking and drop-path do not
+temporal embeddings; any other T interpolates them linearly over time (logged; the released training code would
+keep the first T when T < 8). Training-time token masking and drop-path do not
 exist here (msta never trains the backbone). Text: CLIP's causal transformer with context 32, LayerNorms in fp32,
 EOT pooling (argmax of the ids) and ``text_projection``. QuickGELU in both towers. ``temp`` is kept as a (1,)
 parameter (DeepSpeed cannot broadcast 0-dim ones); the logit scale is ``1 / temp``.
@@ -143,11 +143,11 @@ class VisionEncoder(nn.Module):
         if num_frames == 1:
             return table.mean(dim=0, keepdim=True)
         if num_frames not in self._logged_frames:
+            # any other T: linear over time, so T frames spread over a clip get the embeddings of the moments they
+            # show (the released training code keeps the first T entries when T < 8: the clip's first half only)
             self._logged_frames.add(num_frames)
-            how = "linear interpolation over time" if num_frames > stored else f"its first {num_frames} entries"
-            _logger.info("ViCLIP: %d frames, temporal embedding trained for %d: using %s", num_frames, stored, how)
-        if num_frames < stored:
-            return table[:num_frames]
+            _logger.info("ViCLIP: %d frames, temporal embedding trained for %d: using linear interpolation over time",
+                         num_frames, stored)
         return F.interpolate(table.t()[None], size=num_frames, mode="linear", align_corners=False)[0].t()
 
     def embed(self, video: Tensor) -> Tensor:
