@@ -163,7 +163,7 @@ class VideoModel:
             raise ValueError(f"uint8 frames must be (N, H, W, 3) as a decoder returns them, got {tuple(frames.shape)}")
         t, data, views = self.model.num_frames, self.cfg.data, self.cfg.eval.views
         transform = EvalTransform(self._image_size, crops=views.crops, mean=self.model.image_mean,
-                                  std=self.model.image_std)
+                                  std=self.model.image_std, resize=data.eval_resize)
         clips = sample_views(frames.shape[0], t, views.clips, sampling=data.sampling, stride=data.stride)
         chw = frames.permute(0, 3, 1, 2)
         return torch.cat([transform(chw[torch.tensor(c, dtype=torch.long)]) for c in clips])

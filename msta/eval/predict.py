@@ -48,7 +48,7 @@ def read_views(path: str | Path, *, num_frames: int, image_size: int, mean: Sequ
     from msta.data.sampling import sample_views
     from msta.data.transforms import EvalTransform
 
-    transform = EvalTransform(image_size, crops=views.crops, mean=mean, std=std)
+    transform = EvalTransform(image_size, crops=views.crops, mean=mean, std=std, resize=data.eval_resize)
     reader = open_video(path, backend=data.backend, short_side=getattr(transform, "short_side", None))
     n = len(reader)
     if n < data.min_frames:
