@@ -131,8 +131,9 @@ def _run_name(ckpt: Optional[LoadedCheckpoint], i: int) -> str:
 def zeroshot_targets(cfg: ExperimentCfg) -> list[tuple[str, ExperimentCfg]]:
     """The (path, config) of every entry of ``cfg.eval.targets``, or ``[("", cfg)]`` when it names none.
 
-    Target paths, like the data paths inside them, are relative to the working directory (the repository root for
-    the shipped configs, e.g. ``configs/zeroshot_hmdb.yaml``); absolute paths work from anywhere.
+    Target paths follow the one path rule of ``msta.resources`` (applied by ``load_config``): relative to the working
+    directory, else the shipped ``configs/`` copy; the data paths inside a target stay relative to the working
+    directory.
 
     Raises:
         ConfigError: a target file that does not exist or does not validate, naming ``eval.targets``.
@@ -140,8 +141,9 @@ def zeroshot_targets(cfg: ExperimentCfg) -> list[tuple[str, ExperimentCfg]]:
     out = []
     for t in cfg.eval.targets:
         if not Path(t).is_file():
-            raise ConfigError(f"eval.targets: {t} not found (relative to the working directory {Path.cwd()}); run "
-                              "from the repository root, or give absolute paths in eval.targets")
+            raise ConfigError(f"eval.targets: {t} not found (relative to the working directory {Path.cwd()}, nor a "
+                              "shipped config); give an existing config file or a shipped config's path such as "
+                              "configs/zeroshot_hmdb.yaml")
         try:
             out.append((t, load_config(t)))
         except ConfigError as e:

@@ -1,5 +1,5 @@
 """Zero-shot targets: the shipped K400 config names the HMDB, UCF and K600 target configs, resolved from the working
-directory, each with its 3 test lists, class tables, video pool and views; a wrong target path fails early."""
+directory or shipped, each with its 3 test lists, class tables, video pool and views; a wrong target path fails early."""
 from pathlib import Path
 
 import pytest
@@ -31,10 +31,14 @@ def test_config_without_targets_is_its_own_target():
     assert zeroshot_targets(cfg) == [("", cfg)]
 
 
-def test_missing_target_names_the_key(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)   # relative target paths are relative to the working directory
+def test_targets_resolve_from_another_directory_and_a_missing_one_names_the_key(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)   # nothing here: the shipped target configs are found by the path rule
     cfg = load_config(REPO / "configs" / "zeroshot_k400.yaml")
-    with pytest.raises(ConfigError, match=r"eval\.targets: configs/zeroshot_hmdb\.yaml not found.*repository root"):
+    targets = zeroshot_targets(cfg)
+    assert [Path(p).name for p, _ in targets] == ["zeroshot_hmdb.yaml", "zeroshot_ucf.yaml", "zeroshot_k600.yaml"]
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p, _ in targets)
+    cfg = load_config(REPO / "configs" / "zeroshot_k400.yaml", ["eval.targets=[configs/zeroshot_nope.yaml]"])
+    with pytest.raises(ConfigError, match=r"eval\.targets: configs/zeroshot_nope\.yaml not found.*shipped config"):
         zeroshot_targets(cfg)
     (tmp_path / "bad.yaml").write_text("eval: {protocl: zeroshot}\n")
     cfg = load_config(REPO / "configs" / "zeroshot_k400.yaml", ["eval.targets=[bad.yaml]"])
