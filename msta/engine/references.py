@@ -37,11 +37,21 @@ def read_reference_texts(path: str | Path) -> list[str]:
     if not p.is_file():
         raise ConfigError(f"loss.distill_texts={path}: no such file; give a text file with one reference text per "
                           "line (e.g. prompts/reference_concepts.txt) or set loss.distill=0")
-    texts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
-    texts = list(dict.fromkeys(t for t in texts if t and not t.startswith("#")))  # unique, file order
+    lines = [line.strip() for line in p.read_text(encoding="utf-8-sig").splitlines()]   # -sig: a BOM is no text
+    comments = [i for i, t in enumerate(lines, 1) if t.startswith("#")]
+    kept = [t for t in lines if t and not t.startswith("#")]
+    texts = list(dict.fromkeys(kept))  # unique, file order
     if not texts:
         raise ConfigError(f"loss.distill_texts={path}: the file has no reference text (only blank or # lines)")
+    _logger.info("loss.distill_texts=%s: %d reference texts; skipped %d comment line(s)%s and %d repeated text(s)",
+                 path, len(texts), len(comments), f" ({_line_list(comments)})" if comments else "",
+                 len(kept) - len(texts))
     return texts
+
+
+def _line_list(numbers: list[int], limit: int = 8) -> str:
+    shown = ", ".join(str(n) for n in numbers[:limit])
+    return f"line{'s' if len(numbers) > 1 else ''} {shown}{', ...' if len(numbers) > limit else ''}"
 
 
 @dataclass

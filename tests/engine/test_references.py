@@ -1,5 +1,6 @@
 """Reference distillation (loss.distill): the reference texts, the per-step draw, the objective and its effect."""
 import dataclasses
+import logging
 
 import open_clip
 import pytest
@@ -54,6 +55,15 @@ def test_reference_file_is_read_in_order_without_comments_blanks_or_repeats(ref_
     empty.write_text("# nothing\n\n")
     with pytest.raises(ConfigError, match="has no reference text"):
         read_reference_texts(empty)
+
+
+def test_skipped_reference_lines_are_counted_and_logged_and_a_bom_is_no_text(tmp_path, caplog):
+    path = tmp_path / "refs.txt"
+    path.write_text("\ufeff# header\na photo of a dog.\n\n# a note\na photo of a cat.\na photo of a dog.\n",
+                    encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="msta.engine.references"):
+        assert read_reference_texts(path) == ["a photo of a dog.", "a photo of a cat."]
+    assert "2 reference texts; skipped 2 comment line(s) (lines 1, 4) and 1 repeated text(s)" in caplog.text
 
 
 def test_distill_config_needs_a_reference_file():
