@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -97,7 +98,13 @@ def cleanup_distributed() -> None:
     """Barrier, then destroy the process group: without it ~1 run in 10 aborts at exit (environment.md §4d)."""
     if dist.is_initialized():
         dist.barrier()
-        dist.destroy_process_group()
+        ds_comm = sys.modules.get("deepspeed.comm.comm")   # the module that holds DeepSpeed's backend (cdb)
+        if ds_comm is not None and getattr(ds_comm, "cdb", None) is not None and ds_comm.cdb.is_initialized():
+            # through DeepSpeed, which also drops its cached groups: a later run in this process (tests, notebooks)
+            # would otherwise broadcast over the destroyed world group ("Group ... is not registered")
+            ds_comm.destroy_process_group()
+        else:
+            dist.destroy_process_group()
 
 
 def get_rank() -> int:

@@ -83,7 +83,7 @@ def test_init_adapters_start_from_saved_weights(tmp_path, data_keys, launcher_en
     scratch = build_model(cfg.model).adapter_state_dict()
     assert not all(torch.equal(scratch[k], v) for k, v in saved.items())
 
-    # the model handed to DeepSpeed holds the saved weights; stop there (one DeepSpeed engine per test process)
+    # the model handed to DeepSpeed holds the saved weights; stop there (no need to train)
     class Stop(Exception):
         pass
 
@@ -95,3 +95,16 @@ def test_init_adapters_start_from_saved_weights(tmp_path, data_keys, launcher_en
         launch.train(load_config(tmp_path / "tiny.yaml", [f"model.init_adapters={init}"]))
     start = stopped.value.args[0]
     assert set(start) == set(saved) and all(torch.equal(start[k], v) for k, v in saved.items())
+
+
+@pytest.mark.slow
+def test_two_runs_in_one_process(tmp_path, data_keys, launcher_env):
+    """A notebook or a test suite may train twice in one process: the first run's process group is torn down
+    through DeepSpeed, so the second does not broadcast over a destroyed group ("Group ... is not registered")."""
+    from msta.engine.launch import train
+
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        path = tiny_config(tmp_path / name, data_keys, optim={"epochs": 1, "warmup_epochs": 0})
+        train(load_config(path))
+        assert json.loads((tmp_path / name / "run" / "train_summary.json").read_text())["steps"] == 3
