@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from msta.config import ConfigError
 from msta.models.layout import FRAMES, TokenLayout
 
 __all__ = [
@@ -162,7 +163,7 @@ class MstaVideoBranch(nn.Module):
         temporal_cls: run the temporal conv over the per-frame CLS tokens too."""
         super().__init__()
         if temporal and width % dim:
-            raise ValueError(f"the temporal Conv3d is grouped by the bottleneck (groups=r), so r={dim} must divide "
+            raise ConfigError(f"the temporal Conv3d is grouped by the bottleneck (groups=r), so r={dim} must divide "
                              f"the vision width {width}; set model.msta.dim to a divisor of {width} "
                              "or model.msta.temporal=false")
         self.down = LinearReLU(width, dim)
@@ -184,7 +185,7 @@ class MstaVideoBranch(nn.Module):
         # T = 8 and faster at T = 2 (whose per-tap broadcast reductions cost more in the backward)
         if self.temporal_cls:  # every token position, CLS included, is one (k, 1, 1) conv over time
             if not layout.per_frame_cls:
-                raise ValueError("model.msta.temporal_cls needs one CLS token per frame; this backbone has one per "
+                raise ConfigError("model.msta.temporal_cls needs one CLS token per frame; this backbone has one per "
                                  "clip (joint attention): set model.msta.temporal_cls=false")
             return out + temporal_conv_on_patches(self.temporal, h, num_frames)
         t_out = layout.unpatch(temporal_conv_btnc(self.temporal, layout.patches(h, num_frames)))

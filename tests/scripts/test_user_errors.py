@@ -143,6 +143,11 @@ def test_train_config_mistakes_in_process(tmp_path, data_keys, capsys):
     with pytest.raises(SystemExit) as e:                          # --opts takes KEY=VALUE tokens only
         train.main(["--cfg", "fewshot_hmdb", "--opts", "data.shots"])
     assert e.value.code == 2 and "KEY=VALUE" in capsys.readouterr().err
+    # an adapter width the model cannot take is found while building, and still ends as one message
+    cfg = _train_cfg(tmp_path, data_keys)
+    assert train.main(["--cfg", str(cfg), "--dry-run", "--opts", "model.msta.dim=128"]) == 2
+    err = capsys.readouterr().err
+    assert "model.msta.dim" in err and "r=128 must divide the vision width 64" in err and "Traceback" not in err
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys):
