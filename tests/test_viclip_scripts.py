@@ -68,14 +68,19 @@ def _probs(doc) -> list[float]:
 @pytest.mark.slow
 def test_predict_reads_the_viclip_file(setup, capsys):
     """--model/--pretrained of a released-layout file, then the same through a config: equal predictions; another
-    file (other random weights) predicts differently, so the weights really come from the file."""
+    file (other random weights) predicts differently, so the weights really come from the file; the config's
+    data.eval_resize is honoured."""
     video = str(setup["world"]["videos"] / setup["world"]["items"][0].path)
     a = _predict([video, "--labels", LABELS, "--model", "viclip-tiny", "--pretrained", str(setup["weights"][0])],
                  capsys)
     b = _predict([video, "--labels", LABELS, "--model", "viclip-tiny", "--pretrained", str(setup["weights"][1])],
                  capsys)
-    c = _predict([video, "--labels", LABELS, "--cfg", str(setup["root"] / "target.yaml")], capsys)
+    # the config evaluates with ViCLIP's squash resize; without a config predict uses data.eval_resize's default
+    c = _predict([video, "--labels", LABELS, "--cfg", str(setup["root"] / "target.yaml"),
+                  "--opts", "data.eval_resize=crop"], capsys)
+    squash = _predict([video, "--labels", LABELS, "--cfg", str(setup["root"] / "target.yaml")], capsys)
     assert _probs(a) and _probs(a) == _probs(c) and _probs(a) != _probs(b)
+    assert _probs(squash) != _probs(c)   # data.eval_resize reaches predict
     assert abs(sum(_probs(a)) - 100.0) < 0.1 or abs(sum(_probs(a)) - 1.0) < 1e-3
 
 
