@@ -173,29 +173,15 @@ def test_load_from_hub_cache(adapters, model, world, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_trained_run_writes_adapters_folders_that_load(tmp_path, monkeypatch):
+def test_a_trained_run_writes_adapters_folders_that_load(tmp_path, launcher_env):
     """The trainer writes run/best/, run/last/ and each step's adapters/ in the folder format; msta.load reads the
     run by its old and new names and predicts with the run's own classes."""
-    import logging
-
     from msta.config import load_config
-    from msta.engine.distributed import free_port
     from msta.engine.launch import train
     from tests.engine.helpers import tiny_config, write_dataset
 
-    for k, v in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                 "MASTER_PORT": str(free_port()), "DS_ACCELERATOR": "cpu",
-                 "MSTA_CACHE_DIR": str(tmp_path / "cache")}.items():
-        monkeypatch.setenv(k, v)
     keys = write_dataset(tmp_path / "data")
-    try:
-        train(load_config(tiny_config(tmp_path, keys)))
-    finally:
-        root = logging.getLogger("msta")   # undo the run's logging set-up for the tests that follow
-        for h in list(root.handlers):
-            root.removeHandler(h)
-            h.close()
-        root.propagate, root.level = True, logging.NOTSET
+    train(load_config(tiny_config(tmp_path, keys)))
     run = tmp_path / "run"
     for folder in (run / "best", run / "last", *sorted((run / "checkpoints").glob("step_*/adapters"))):
         assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"], folder

@@ -1,33 +1,17 @@
 """End to end in this process: the tiny model trains on synthetic mp4s through msta.engine.launch.train."""
 import json
-import logging
 
 import pytest
 import torch
 
 from msta.config import load_config
 from msta.engine.checkpoint import find_last_complete, load_adapters
-from msta.engine.distributed import free_port
 from tests.engine.helpers import tiny_config, write_dataset
 
 
 @pytest.fixture(scope="module")
 def data_keys(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("synthetic"))
-
-
-@pytest.fixture
-def launcher_env(monkeypatch, tmp_path):
-    for k, v in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                 "MASTER_PORT": str(free_port()), "DS_ACCELERATOR": "cpu",
-                 "MSTA_CACHE_DIR": str(tmp_path / "cache")}.items():
-        monkeypatch.setenv(k, v)
-    yield
-    root = logging.getLogger("msta")  # undo setup_logging for the tests that follow
-    for h in list(root.handlers):
-        root.removeHandler(h)
-        h.close()
-    root.propagate, root.level = True, logging.NOTSET
 
 
 def _train_records(run):

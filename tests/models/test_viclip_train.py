@@ -1,30 +1,14 @@
 """ViCLIP through the engine (issue 15.3): the same config keys train MSTA + ST-Adapters on viclip-tiny end to end,
 from a checkpoint file in the released layout, with ViCLIP's preprocessing and the description cache."""
 import json
-import logging
 
 import pytest
 import torch
 
 from msta.config import load_config
-from msta.engine.distributed import free_port
 from msta.engine.launch import dry_run
 from msta.models.backbones.viclip import VICLIP_SIZES, ViCLIP
 from tests.engine.helpers import tiny_config, write_dataset
-
-
-@pytest.fixture
-def launcher_env(monkeypatch, tmp_path):
-    for k, v in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                 "MASTER_PORT": str(free_port()), "DS_ACCELERATOR": "cpu",
-                 "MSTA_CACHE_DIR": str(tmp_path / "cache")}.items():
-        monkeypatch.setenv(k, v)
-    yield
-    root = logging.getLogger("msta")  # undo setup_logging for the tests that follow
-    for h in list(root.handlers):
-        root.removeHandler(h)
-        h.close()
-    root.propagate, root.level = True, logging.NOTSET
 
 
 @pytest.mark.slow
