@@ -14,17 +14,23 @@ B, T, H, W = 2, 4, 2, 3  # a 2x3 patch grid, 4 frames
 N = H * W
 
 
-def _volume(tokens, layout):
-    """(rows, 1 + P, C) tokens -> (B, C, T, H, W) by the documented index, with loops."""
-    c = tokens.shape[-1]
-    vol = torch.zeros(B, c, T, H, W, dtype=tokens.dtype)
+def _documented_index(layout):
+    """Yields (b, t, i, j, row, pos): where patch (i, j) of frame t of clip b sits in the token rows, with loops."""
     for b in range(B):
         for t in range(T):
             for i in range(H):
                 for j in range(W):
                     n = i * W + j
                     row, pos = (b, 1 + n * T + t) if layout is JOINT else (b * T + t, 1 + n)
-                    vol[b, :, t, i, j] = tokens[row, pos]
+                    yield b, t, i, j, row, pos
+
+
+def _volume(tokens, layout):
+    """(rows, 1 + P, C) tokens -> (B, C, T, H, W) by the documented index."""
+    c = tokens.shape[-1]
+    vol = torch.zeros(B, c, T, H, W, dtype=tokens.dtype)
+    for b, t, i, j, row, pos in _documented_index(layout):
+        vol[b, :, t, i, j] = tokens[row, pos]
     return vol
 
 
@@ -34,13 +40,8 @@ def _tokens_from_volume(vol, layout, cls):
     rows, length = (B, 1 + N * T) if layout is JOINT else (B * T, 1 + N)
     out = torch.zeros(rows, length, c, dtype=vol.dtype)
     out[:, :1] = cls
-    for b in range(B):
-        for t in range(T):
-            for i in range(H):
-                for j in range(W):
-                    n = i * W + j
-                    row, pos = (b, 1 + n * T + t) if layout is JOINT else (b * T + t, 1 + n)
-                    out[row, pos] = vol[b, :, t, i, j]
+    for b, t, i, j, row, pos in _documented_index(layout):
+        out[row, pos] = vol[b, :, t, i, j]
     return out
 
 
